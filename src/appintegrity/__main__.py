@@ -1,0 +1,3 @@
+from appintegrity.cli import main
+
+raise SystemExit(main())

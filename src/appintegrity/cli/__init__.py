@@ -1,0 +1,51 @@
+"""The ``appintegrity`` command line: each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module defines ``register(subparsers)`` adding its subcommands; a subcommand's
+# parser sets ``func`` to a callable taking the parsed namespace and returning an exit status.
+SUBCOMMAND_MODULES = [
+    "appintegrity.cli.verify",
+    "appintegrity.cli.inspect",
+    "appintegrity.cli.serve",
+    "appintegrity.cli.admin",
+    "appintegrity.cli.demo",
+    "appintegrity.cli.db",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appintegrity",
+        description="Verify App Attest and Play Integrity objects, and run the integrity service.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    status: int = func(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Base64 as real apps send it: standard or URL-safe alphabet, with or without padding.
+
+Device APIs return standard base64, some clients re-encode as base64url or hex;
+these helpers normalise all of them so that two spellings of one value compare equal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+_B64_CHARS = re.compile(rb"\A[A-Za-z0-9+/_-]*={0,2}\Z")
+_HEX_CHARS = re.compile(r"\A[0-9a-fA-F]+\Z")
+
+
+class EncodingError(ValueError):
+    """Raised when text is not base64 (or hex) in any accepted spelling."""
+
+
+def b64decode_lenient(data: str | bytes) -> bytes:
+    """Decode standard or URL-safe base64, padded or not; whitespace is ignored.
+
+    Raises ``EncodingError`` for anything else, including characters of neither
+    alphabet and impossible lengths.
+    """
+    if isinstance(data, str):
+        try:
+            raw = data.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise EncodingError("base64 text contains non-ASCII characters") from exc
+    elif isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    else:
+        raise EncodingError(f"expected base64 text, found {type(data).__name__}")
+    raw = b"".join(raw.split())
+    if not _B64_CHARS.match(raw):
+        raise EncodingError("not base64: unexpected characters")
+    raw = raw.rstrip(b"=")
+    if len(raw) % 4 == 1:
+        raise EncodingError("not base64: impossible length")
+    raw = raw.replace(b"-", b"+").replace(b"_", b"/")
+    raw += b"=" * (-len(raw) % 4)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EncodingError(f"not base64: {exc}") from exc
+
+
+def b64url_encode(data: bytes) -> str:
+    """URL-safe base64 without padding (JOSE, challenges, nonces)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64_encode(data: bytes) -> str:
+    """Standard base64 with padding (what the iOS device APIs produce)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def normalize_key_id(key_id: str | bytes) -> bytes:
+    """Return the 32 raw bytes of an App Attest key id, however it was spelled.
+
+    Accepts the raw 32 bytes, standard or URL-safe base64 (padded or not) and
+    64-character hex. Comparing normalised bytes avoids the bug of comparing two
+    base64 alphabets as strings.
+    """
+    if isinstance(key_id, bytes | bytearray) and len(key_id) == 32:
+        return bytes(key_id)
+    if isinstance(key_id, bytes | bytearray):
+        try:
+            text = bytes(key_id).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise EncodingError("key id is neither 32 raw bytes nor text") from exc
+    elif isinstance(key_id, str):
+        text = key_id
+    else:
+        raise EncodingError(f"key id must be text or bytes, found {type(key_id).__name__}")
+    text = text.strip()
+    if len(text) == 64 and _HEX_CHARS.match(text):
+        return bytes.fromhex(text)
+    decoded = b64decode_lenient(text)
+    if len(decoded) != 32:
+        raise EncodingError(f"key id must decode to 32 bytes, found {len(decoded)}")
+    return decoded

@@ -1,0 +1,1 @@
+"""Storage for the service: one interface, atomic by contract, several backends."""

@@ -1,0 +1,58 @@
+"""Runners for the shared vector format (``../shared/vectors/README.md``), one module per kind.
+
+A kind ``apple-attestation`` is run by ``appintegrity.cli.vectors.apple_attestation.run``:
+it takes the vector's ``input`` mapping and its ``verify_at`` time, and returns the
+``{"valid": true, ...}`` conclusion, or raises ``VerificationError`` (the ``valid: false``
+conclusion) or ``VectorFormatError`` (the file itself is unusable: exit status 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class VectorFormatError(ValueError):
+    """The vector file is unusable: not JSON, unknown kind, missing or mistyped field."""
+
+
+class VectorRunner(Protocol):
+    """The signature every kind module's ``run`` has."""
+
+    def __call__(self, inputs: Mapping[str, object], verify_at: object) -> dict[str, object]: ...
+
+
+def text_field(inputs: Mapping[str, object], name: str) -> str:
+    """A required string field of ``input``."""
+    value = inputs.get(name)
+    if not isinstance(value, str):
+        raise VectorFormatError(f"input.{name} must be a string")
+    return value
+
+
+def optional_text_field(inputs: Mapping[str, object], name: str) -> str | None:
+    """An optional string field of ``input``."""
+    value = inputs.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise VectorFormatError(f"input.{name} must be a string")
+    return value
+
+
+def int_field(inputs: Mapping[str, object], name: str) -> int:
+    """A required integer field of ``input`` (booleans are not integers here)."""
+    value = inputs.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise VectorFormatError(f"input.{name} must be an integer")
+    return value
+
+
+def text_list_field(inputs: Mapping[str, object], name: str) -> list[str] | None:
+    """An optional list of strings."""
+    value = inputs.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise VectorFormatError(f"input.{name} must be a list of strings")
+    return list(value)

@@ -9,6 +9,7 @@ conclusion) or ``VectorFormatError`` (the file itself is unusable: exit status 2
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Protocol
 
 
@@ -19,7 +20,7 @@ class VectorFormatError(ValueError):
 class VectorRunner(Protocol):
     """The signature every kind module's ``run`` has."""
 
-    def __call__(self, inputs: Mapping[str, object], verify_at: object) -> dict[str, object]: ...
+    def __call__(self, inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]: ...
 
 
 def text_field(inputs: Mapping[str, object], name: str) -> str:

@@ -10,7 +10,7 @@ so the service fails closed (503), never open.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -192,3 +192,34 @@ class Store(Protocol):
     async def purge_expired(self, now: datetime) -> int:
         """Delete expired challenges and token ids; returns how many rows went."""
         ...
+
+
+# Helpers for implementations ----------------------------------------------------------------
+# Backends without a native time type keep instants as integer microseconds since the Unix
+# epoch (UTC): exact, comparable in SQL/Lua, and free of time-zone ambiguity.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch. Refuses naive datetimes: their zone is a guess."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("store times must be timezone-aware (UTC)")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime for ``to_micros``'s value."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def fixed_window(now: datetime, window_seconds: int) -> tuple[int, int]:
+    """(window start in µs, seconds until it ends, at least 1) for a fixed-window rate limit."""
+    if window_seconds <= 0:
+        raise ValueError("window_seconds must be positive")
+    now_us = to_micros(now)
+    window_us = window_seconds * 1_000_000
+    start = now_us - now_us % window_us
+    remaining_us = start + window_us - now_us
+    return start, max(1, -(-remaining_us // 1_000_000))

@@ -1,0 +1,158 @@
+"""SQLite specifics: several processes sharing one file, crash durability, URL parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from appintegrity.errors import ConfigError, StoreUnavailableError
+from appintegrity.store import ChallengeOutcome, ChallengeRecord, open_store
+from appintegrity.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime.now(UTC)
+
+
+def _consume_in_process(path: str, value: str, attempts: int) -> list[str]:
+    """Run in a child process: a separate store object and connection on the same file."""
+
+    async def run() -> list[str]:
+        store = SQLiteStore(path)
+        try:
+            results = await asyncio.gather(
+                *(store.consume_challenge(value, datetime.now(UTC)) for _ in range(attempts))
+            )
+            return [r.outcome.value for r in results]
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def test_processes_sharing_a_file_consume_a_challenge_exactly_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    store = SQLiteStore(path)
+    await store.add_challenge(
+        ChallengeRecord("shared-challenge", "any", None, NOW, NOW + timedelta(minutes=5))
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        per_process = pool.starmap(
+            _consume_in_process, [(path, "shared-challenge", 13) for _ in range(4)]
+        )
+    outcomes = [o for batch in per_process for o in batch]
+    assert len(outcomes) == 52
+    assert outcomes.count(ChallengeOutcome.OK.value) == 1
+    assert outcomes.count(ChallengeOutcome.CONSUMED.value) == 51
+    await store.close()
+
+
+_REGISTRAR = textwrap.dedent(
+    """
+    import asyncio, sys
+    from datetime import UTC, datetime
+    from appintegrity.store.base import DeviceKey
+    from appintegrity.store.sqlite import SQLiteStore
+
+    async def main() -> None:
+        store = SQLiteStore(sys.argv[1])
+        i = 0
+        while True:
+            now = datetime.now(UTC)
+            key = DeviceKey(f"key-{i}", "app", "ios", b"\\x04" * 65, 0, "production",
+                            None, None, now, now)
+            assert await store.add_key(key)
+            print(key.key_id, flush=True)  # acknowledged
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_every_acknowledged_key_survives_sigkill(tmp_path: Path) -> None:
+    path = str(tmp_path / "durable.db")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _REGISTRAR, path],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    acknowledged: list[str] = []
+    deadline = time.monotonic() + 20
+    while len(acknowledged) < 200 and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        acknowledged.append(line.strip())
+    os.kill(child.pid, signal.SIGKILL)
+    # Keys acknowledged while we were killing count too.
+    acknowledged.extend(line.strip() for line in child.stdout.read().splitlines() if line)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert len(acknowledged) >= 50
+
+    store = SQLiteStore(path)
+    try:
+        missing = [k for k in acknowledged if await store.get_key(k) is None]
+        assert missing == []
+    finally:
+        await store.close()
+
+
+async def test_in_memory_store_works(tmp_path: Path) -> None:
+    store = open_store("sqlite:///:memory:")
+    await store.migrate()
+    record = ChallengeRecord("c", "any", None, NOW, NOW + timedelta(minutes=1))
+    await store.add_challenge(record)
+    assert (await store.consume_challenge("c", NOW)).outcome is ChallengeOutcome.OK
+    await store.close()
+
+
+async def test_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///data/rel.db")
+    assert isinstance(relative, SQLiteStore)
+    await relative.ping()
+    await relative.close()
+    assert (tmp_path / "data" / "rel.db").exists()
+
+    absolute = open_store(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == f"{tmp_path}/abs.db"
+    await absolute.close()
+
+
+def test_bad_urls_are_config_errors() -> None:
+    for url in ["mysql://x/y", "sqlite:///", "sqlite:///a.db?mode=ro", "file.db"]:
+        with pytest.raises(ConfigError):
+            open_store(url)
+    with pytest.raises(ConfigError):
+        open_store("sqlite:///a.db", cache_url="redis://127.0.0.1:6379/0")
+
+
+async def test_unopenable_file_raises_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "a-directory.db").mkdir()
+    store = SQLiteStore(str(tmp_path / "a-directory.db"))
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()
+    await store.close()
+
+
+async def test_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "closed.db"))
+    await store.ping()
+    await store.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()

@@ -211,6 +211,7 @@ class HttpJwks:
         self._lock = threading.Lock()
         self._inflight: asyncio.Task[None] | None = None
         self._fetches = 0
+        self._refreshing = False
 
     @property
     def fetch_count(self) -> int:
@@ -235,24 +236,31 @@ class HttpJwks:
         return key
 
     def get_key(self, kid: str) -> PublicKey | None:
-        if self._wants_refresh(kid):
+        if self._refreshing or self._wants_refresh(kid):
+            # Threads arriving during a fetch wait for it instead of answering from nothing.
             with self._lock:
                 if self._wants_refresh(kid):
-                    self._attempted_at = self._clock()
-                    self._fetches += 1
-                    self._install(self._fetch_sync())
+                    self._refreshing = True
+                    try:
+                        self._attempted_at = self._clock()
+                        self._fetches += 1
+                        self._install(self._fetch_sync())
+                    finally:
+                        self._refreshing = False
         return self._answer(kid)
 
     async def get_key_async(self, kid: str) -> PublicKey | None:
-        if self._wants_refresh(kid):
-            loop = asyncio.get_running_loop()
-            task = self._inflight
+        loop = asyncio.get_running_loop()
+        task = self._inflight
+        running = task is not None and not task.done() and task.get_loop() is loop
+        if not running and self._wants_refresh(kid):
             # One fetch in flight per loop: concurrent requests with the new kid await it.
-            if task is None or task.done() or task.get_loop() is not loop:
-                self._attempted_at = self._clock()
-                self._fetches += 1
-                task = loop.create_task(self._refresh_async())
-                self._inflight = task
+            self._attempted_at = self._clock()
+            self._fetches += 1
+            task = loop.create_task(self._refresh_async())
+            self._inflight = task
+            running = True
+        if running and task is not None:
             await asyncio.shield(task)
         return self._answer(kid)
 

@@ -1,0 +1,262 @@
+"""Google's ``decodeIntegrityToken``: the only way to read standard-request tokens.
+
+An async client over ``httpx`` authorised by a service account (``google-auth``, the
+``playintegrity`` scope). google-auth is synchronous, so the access token is refreshed in a worker
+thread, once at a time, and reused until it nears expiry. 429 and 5xx answers, timeouts and
+connection errors are retried with exponential backoff and jitter; 400/401/403 are not (retrying
+cannot fix them) and surface as their own reason codes, so an operator can tell a bad token from a
+wrong project or an exhausted quota.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import Credentials
+from google.auth.transport.requests import Request as AuthRequest
+from google.oauth2 import service_account
+
+from appintegrity.errors import GoogleVerificationError, Reason
+
+__all__ = ["PLAY_INTEGRITY_SCOPE", "GoogleApiDecoder"]
+
+PLAY_INTEGRITY_SCOPE = "https://www.googleapis.com/auth/playintegrity"
+_PACKAGE_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
+_MAX_RETRY_AFTER = 30.0
+
+
+class _Retryable(Exception):
+    """A transient failure; carries the error to raise once retries are exhausted."""
+
+    def __init__(self, error: GoogleVerificationError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _google_message(response: httpx.Response) -> str:
+    """Google's ``{"error": {"message"}}``, shortened; never echoes the token."""
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        return f"HTTP {response.status_code}"
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("message")
+        status = body["error"].get("status")
+        if isinstance(message, str):
+            prefix = f"{status}: " if isinstance(status, str) else ""
+            return f"HTTP {response.status_code} {prefix}{message[:200]}"
+    return f"HTTP {response.status_code}"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+    except ValueError:
+        return None
+
+
+class GoogleApiDecoder:
+    """Decode tokens through ``playintegrity.googleapis.com`` with a service account.
+
+    Give ``credentials`` (any google-auth credentials), or ``service_account_info`` (the JSON key
+    as a mapping), or ``service_account_file``. ``base_url`` and ``token_uri`` point at fakes in
+    tests. ``retries`` is how many times a transient failure is retried after the first attempt.
+    """
+
+    def __init__(
+        self,
+        *,
+        credentials: Credentials | None = None,
+        service_account_info: Mapping[str, Any] | None = None,
+        service_account_file: str | None = None,
+        base_url: str = "https://playintegrity.googleapis.com",
+        token_uri: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        given = [x is not None for x in (credentials, service_account_info, service_account_file)]
+        if sum(given) != 1:
+            raise ValueError(
+                "pass one of credentials, service_account_info or service_account_file"
+            )
+        if credentials is None:
+            if service_account_info is not None:
+                info = dict(service_account_info)
+            else:
+                with open(str(service_account_file), encoding="utf-8") as handle:
+                    info = json.load(handle)
+            if token_uri is not None:
+                info["token_uri"] = token_uri
+            credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=[PLAY_INTEGRITY_SCOPE]
+            )
+        else:
+            if getattr(credentials, "requires_scopes", False):
+                credentials = credentials.with_scopes([PLAY_INTEGRITY_SCOPE])  # type: ignore[attr-defined]
+            if token_uri is not None:
+                if not isinstance(credentials, service_account.Credentials):
+                    raise ValueError("token_uri can only be overridden for service accounts")
+                credentials = credentials.with_token_uri(token_uri)
+        if retries < 0 or backoff < 0 or timeout <= 0:
+            raise ValueError("retries and backoff must be >= 0, timeout > 0")
+        self._credentials: Credentials = credentials
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._http = http
+        self._owns_http = http is None
+        self._refresh_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> GoogleApiDecoder:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this decoder created it."""
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout)
+        return self._http
+
+    async def _access_token(self, *, force: bool = False) -> str:
+        """A valid access token; refreshed in a thread, one refresh at a time."""
+        async with self._refresh_lock:
+            if force or not self._credentials.valid:
+                try:
+                    await asyncio.to_thread(self._credentials.refresh, AuthRequest())
+                except auth_exceptions.RefreshError as exc:
+                    raise GoogleVerificationError(
+                        Reason.GOOGLE_API_UNAUTHORIZED,
+                        f"the service account could not get an access token: {exc}",
+                    ) from exc
+                except auth_exceptions.TransportError as exc:
+                    raise GoogleVerificationError(
+                        Reason.GOOGLE_API_UNAVAILABLE, f"the OAuth token endpoint failed: {exc}"
+                    ) from exc
+            token = self._credentials.token
+        if not isinstance(token, str):
+            raise GoogleVerificationError(
+                Reason.GOOGLE_API_UNAUTHORIZED, "the service account gave no access token"
+            )
+        return token
+
+    async def decode(self, package_name: str, token: str) -> dict[str, object]:
+        """Decode ``token`` for ``package_name``; return ``tokenPayloadExternal``.
+
+        Raises ``GoogleVerificationError``: ``google.api_bad_request`` (400: not a valid token),
+        ``google.api_unauthorized`` (401, after one token refresh), ``google.api_permission_denied``
+        (403: the service account's project is not linked to the app), ``google.api_quota_exceeded``
+        (429 after retries), ``google.api_unavailable`` (5xx, timeouts, network, after retries),
+        ``google.malformed`` (a 200 answer without a payload object).
+        """
+        if not isinstance(package_name, str) or not _PACKAGE_NAME.match(package_name):
+            raise ValueError(f"not an Android package name: {package_name!r}")
+        url = f"{self._base_url}/v1/{package_name}:decodeIntegrityToken"
+        refreshed = False
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(url, token, force_refresh=refreshed)
+            except _Unauthorized as exc:
+                if refreshed:
+                    raise exc.error from None
+                refreshed = True  # the cached token may have been revoked: refresh once
+            except _Retryable as exc:
+                if attempt >= self._retries:
+                    raise exc.error from None
+                delay = self._backoff * (2**attempt) * (0.5 + random.random() / 2)
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, url: str, token: str, *, force_refresh: bool) -> dict[str, object]:
+        access_token = await self._access_token(force=force_refresh)
+        try:
+            response = await self._client().post(
+                url,
+                json={"integrityToken": token},
+                headers={"Authorization": f"Bearer {access_token}"},
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise _Retryable(
+                GoogleVerificationError(
+                    Reason.GOOGLE_API_UNAVAILABLE,
+                    f"decodeIntegrityToken timed out after {self._timeout} s",
+                )
+            ) from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(
+                GoogleVerificationError(
+                    Reason.GOOGLE_API_UNAVAILABLE,
+                    f"decodeIntegrityToken unreachable: {type(exc).__name__}",
+                )
+            ) from exc
+        status = response.status_code
+        if status == 200:
+            return self._payload(response)
+        message = f"decodeIntegrityToken answered {_google_message(response)}"
+        if status == 401:
+            raise _Unauthorized(GoogleVerificationError(Reason.GOOGLE_API_UNAUTHORIZED, message))
+        if status == 403:
+            raise GoogleVerificationError(Reason.GOOGLE_API_PERMISSION_DENIED, message)
+        if status == 429:
+            raise _Retryable(
+                GoogleVerificationError(Reason.GOOGLE_API_QUOTA_EXCEEDED, message),
+                _retry_after(response),
+            )
+        if status >= 500:
+            raise _Retryable(
+                GoogleVerificationError(Reason.GOOGLE_API_UNAVAILABLE, message),
+                _retry_after(response),
+            )
+        raise GoogleVerificationError(Reason.GOOGLE_API_BAD_REQUEST, message)
+
+    @staticmethod
+    def _payload(response: httpx.Response) -> dict[str, object]:
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GoogleVerificationError(
+                Reason.GOOGLE_MALFORMED, "decodeIntegrityToken answered something not JSON"
+            ) from exc
+        payload = body.get("tokenPayloadExternal") if isinstance(body, dict) else None
+        if not isinstance(payload, dict):
+            raise GoogleVerificationError(
+                Reason.GOOGLE_MALFORMED,
+                "decodeIntegrityToken answered without tokenPayloadExternal",
+            )
+        return payload
+
+
+class _Unauthorized(Exception):
+    def __init__(self, error: GoogleVerificationError) -> None:
+        super().__init__(error.message)
+        self.error = error

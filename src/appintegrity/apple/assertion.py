@@ -1,0 +1,128 @@
+"""App Attest assertion: Apple's server-side assertion steps.
+
+Reference: Apple, "Validating apps that connect to your server" — Verify the assertion.
+Reasons in Apple's order: signature, RP ID, counter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appintegrity.apple.authdata import (
+    AuthenticatorData,
+    app_id_hashes,
+    decode_cbor,
+    malformed,
+    match_app_id,
+    object_bytes,
+)
+from appintegrity.apple.keys import load_public_key
+from appintegrity.errors import AppleVerificationError, Reason
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+@dataclass(frozen=True, slots=True)
+class Assertion:
+    """The decoded CBOR assertion ``{signature, authenticatorData}``."""
+
+    signature: bytes
+    auth_data: AuthenticatorData
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedAssertion:
+    """A verified assertion: store ``counter`` as the key's new counter."""
+
+    counter: int
+    app_id: str
+    extensions: Mapping[str, object] | None
+
+
+def parse_assertion(data: bytes | str) -> Assertion:
+    """Decode an assertion; every failure is ``AppleVerificationError(apple.malformed)``."""
+    value = decode_cbor(object_bytes(data, "assertion"), "assertion")
+    if not isinstance(value, dict):
+        raise malformed("assertion is not a CBOR map")
+    signature = value.get("signature")
+    raw_auth_data = value.get("authenticatorData")
+    if not isinstance(signature, bytes) or not isinstance(raw_auth_data, bytes):
+        raise malformed("assertion needs byte strings 'signature' and 'authenticatorData'")
+    return Assertion(signature, AuthenticatorData.parse(raw_auth_data, attested=False))
+
+
+def check_assertion(
+    assertion: bytes | str,
+    *,
+    client_data: bytes | str,
+    public_key: ec.EllipticCurvePublicKey | bytes | str,
+    previous_counter: int,
+    app_ids: tuple[tuple[str, bytes], ...],
+) -> VerifiedAssertion:
+    """The assertion steps against precomputed ``(app id, RP ID hash)`` pairs."""
+    parsed = parse_assertion(assertion)
+    auth_data = parsed.auth_data
+    if isinstance(client_data, str):
+        client_data = client_data.encode("utf-8")
+    elif not isinstance(client_data, bytes | bytearray | memoryview):
+        raise TypeError("client_data must be bytes or text")
+    key = (
+        public_key
+        if isinstance(public_key, ec.EllipticCurvePublicKey)
+        and isinstance(public_key.curve, ec.SECP256R1)
+        else load_public_key(public_key)
+    )
+
+    # Steps 1–3: clientDataHash, then nonce = SHA-256(authenticatorData ‖ clientDataHash).
+    nonce = hashlib.sha256(auth_data.raw + hashlib.sha256(client_data).digest()).digest()
+    # Step 4: the signature over the nonce, with the key stored at attestation.
+    try:
+        key.verify(parsed.signature, nonce, _ECDSA_SHA256)
+    except InvalidSignature:
+        raise AppleVerificationError(
+            Reason.APPLE_SIGNATURE_INVALID,
+            "the assertion signature does not verify with the stored public key "
+            "over SHA-256(authenticatorData ‖ SHA-256(clientData))",
+        ) from None
+
+    # Step 5: RP ID hash = SHA-256(TEAMID.bundleId).
+    app_id = match_app_id(auth_data.rp_id_hash, app_ids)
+    if app_id is None:
+        raise AppleVerificationError(
+            Reason.APPLE_APP_ID_MISMATCH,
+            f"the RP ID hash {auth_data.rp_id_hash.hex()} is not SHA-256 of any accepted app id "
+            f"({', '.join(name for name, _ in app_ids)})",
+        )
+
+    # Step 6: the counter must be strictly greater than the stored one (replay protection).
+    if auth_data.counter <= previous_counter:
+        raise AppleVerificationError(
+            Reason.APPLE_COUNTER_INVALID,
+            f"assertion counter {auth_data.counter} is not above the stored counter "
+            f"{previous_counter}: replayed or out-of-order assertion",
+        )
+    return VerifiedAssertion(auth_data.counter, app_id, auth_data.extensions)
+
+
+def verify_assertion(
+    assertion: bytes | str,
+    *,
+    client_data: bytes | str,
+    public_key: ec.EllipticCurvePublicKey | bytes | str,
+    previous_counter: int,
+    app_id: str | Sequence[str],
+) -> VerifiedAssertion:
+    """Verify an assertion made by an attested key for ``app_id`` (one or several)."""
+    return check_assertion(
+        assertion,
+        client_data=client_data,
+        public_key=public_key,
+        previous_counter=previous_counter,
+        app_ids=app_id_hashes(app_id),
+    )

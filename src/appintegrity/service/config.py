@@ -1,0 +1,274 @@
+"""The service's configuration: one TOML file, overridden by ``APPINTEGRITY_<SECTION>__<KEY>``.
+
+The file's shape is part of the public contract (deployment scripts write it), so unknown keys
+are refused with a message naming them instead of being silently ignored. Relative paths
+(SQLite file, trust roots, service-account file) resolve against the file's directory, so a
+config works the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from appintegrity.errors import ConfigError
+
+log = logging.getLogger("appintegrity.service")
+
+ENV_PREFIX = "APPINTEGRITY_"
+Mode = Literal["enforce", "monitor"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    store: str = "sqlite:///appintegrity.db"
+    cache: str | None = None
+    issuer: str = "http://127.0.0.1:8080"
+    admin_key: str | None = Field(None, min_length=16)
+    mode: Mode = "enforce"
+    max_body_bytes: int = Field(65536, ge=1024)
+    challenge_ttl_seconds: int = Field(300, ge=1, le=86400)
+    # Client addresses whose X-Forwarded-For is believed (the load balancer in front).
+    forwarded_allow_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    purge_interval_seconds: int = Field(60, ge=1)
+
+
+class TokensConfig(_Section):
+    ttl_seconds: int = Field(3600, ge=1, le=7 * 86400)
+    audience: str | None = None  # default: the issuer
+    key_refresh_seconds: float = Field(5.0, gt=0)
+    leeway_seconds: int = Field(30, ge=0)
+
+
+class LimitsConfig(_Section):
+    """Requests per minute; 0 switches a limit off."""
+
+    challenges_per_minute_per_ip: int = Field(0, ge=0)
+    verifications_per_minute_per_ip: int = Field(0, ge=0)
+    verifications_per_minute_per_key: int = Field(0, ge=0)
+
+
+class _AppBase(_Section):
+    id: str = Field(min_length=1)
+    ttl_seconds: int | None = Field(None, ge=1, le=7 * 86400)
+    allow_debug_tokens: bool = True
+    mode: Mode | None = None  # default: [server] mode
+
+
+class IosAppConfig(_AppBase):
+    platform: Literal["ios"]
+    environment: Literal["production", "development"] = "production"
+    trust_roots: list[Path] = Field(default_factory=list)
+
+
+# Keys of an Android app table the service reads itself; the rest is the Play Integrity policy.
+_ANDROID_SERVICE_KEYS = frozenset(
+    {
+        "id",
+        "platform",
+        "ttl_seconds",
+        "allow_debug_tokens",
+        "mode",
+        "decryption_key",
+        "verification_key",
+        "service_account_file",
+        "google_api_base_url",
+        "google_token_uri",
+        "policy",
+    }
+)
+
+
+class AndroidAppConfig(_AppBase):
+    platform: Literal["android"]
+    decryption_key: str | None = None
+    verification_key: str | None = None
+    service_account_file: Path | None = None
+    google_api_base_url: str | None = None
+    google_token_uri: str | None = None
+    policy: dict[str, object] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_policy(cls, data: object) -> object:
+        """Every key the service does not read itself belongs to the Play Integrity policy."""
+        if not isinstance(data, Mapping):
+            return data
+        own = {k: v for k, v in data.items() if k in _ANDROID_SERVICE_KEYS}
+        policy = dict(own.get("policy") or {})
+        policy.update({k: v for k, v in data.items() if k not in _ANDROID_SERVICE_KEYS})
+        own["policy"] = policy
+        return own
+
+    @model_validator(mode="after")
+    def _one_decoder(self) -> AndroidAppConfig:
+        local = self.decryption_key is not None or self.verification_key is not None
+        if local and (self.decryption_key is None or self.verification_key is None):
+            raise ValueError("decryption_key and verification_key go together")
+        if not local and self.service_account_file is None and self.google_api_base_url is None:
+            raise ValueError(
+                "set decryption_key + verification_key (local decryption) "
+                "or service_account_file (Google's decodeIntegrityToken API)"
+            )
+        return self
+
+
+AppConfig = Annotated[IosAppConfig | AndroidAppConfig, Field(discriminator="platform")]
+
+
+class ServiceConfig(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    tokens: TokensConfig = Field(default_factory=TokensConfig)  # type: ignore[arg-type]
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
+    apps: list[AppConfig] = Field(default_factory=list)
+    # Directory relative paths were resolved against (informational).
+    base_dir: Path = Field(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _unique_apps(self) -> ServiceConfig:
+        seen: set[str] = set()
+        for app in self.apps:
+            if app.id in seen:
+                raise ValueError(f"app id {app.id!r} is configured twice")
+            seen.add(app.id)
+        return self
+
+    @property
+    def audience(self) -> str:
+        return self.tokens.audience or self.server.issuer
+
+    def app(self, app_id: str) -> IosAppConfig | AndroidAppConfig | None:
+        for app in self.apps:
+            if app.id == app_id:
+                return app
+        return None
+
+    def app_mode(self, app_id: str) -> Mode:
+        app = self.app(app_id)
+        return (app.mode if app is not None else None) or self.server.mode
+
+    def app_ttl(self, app_id: str) -> int:
+        app = self.app(app_id)
+        return (app.ttl_seconds if app is not None else None) or self.tokens.ttl_seconds
+
+    @property
+    def max_ttl_seconds(self) -> int:
+        return max([self.tokens.ttl_seconds, *(a.ttl_seconds or 0 for a in self.apps)])
+
+
+def _apply_env(raw: dict[str, object], env: Mapping[str, str]) -> None:
+    """``APPINTEGRITY_SERVER__PORT=9000`` sets ``[server] port``; pydantic coerces the text."""
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        section, key = section.lower(), key.lower()
+        if section not in ("server", "tokens", "limits") or not key:
+            continue
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        if key == "forwarded_allow_ips":
+            table[key] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            table[key] = value
+
+
+def _resolve_paths(raw: dict[str, object], base: Path) -> None:
+    """Relative paths in the file mean relative to the file, not to the working directory."""
+    server = raw.get("server")
+    if isinstance(server, dict):
+        for key in ("store", "cache"):
+            url = server.get(key)
+            if isinstance(url, str):
+                server[key] = resolve_sqlite_url(url, base)
+    apps = raw.get("apps")
+    if not isinstance(apps, list):
+        return
+    for app in apps:
+        if not isinstance(app, dict):
+            continue
+        roots = app.get("trust_roots")
+        if isinstance(roots, list):
+            app["trust_roots"] = [
+                str(base / r) if isinstance(r, str) and not Path(r).is_absolute() else r
+                for r in roots
+            ]
+        account = app.get("service_account_file")
+        if isinstance(account, str) and not Path(account).is_absolute():
+            app["service_account_file"] = str(base / account)
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """``sqlite:///relative.db`` → an absolute path under ``base``; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path = url[len(prefix) :]
+    if path == ":memory:" or path.startswith("/") or not path:
+        return url
+    return prefix + str((base / path).resolve())
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse_config(
+    raw: Mapping[str, object], *, base_dir: Path, env: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Validate a parsed TOML mapping (plus environment overrides) into a ``ServiceConfig``."""
+    data: dict[str, object] = {
+        k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()
+    }
+    apps = data.get("apps")
+    if isinstance(apps, list):
+        data["apps"] = [dict(a) if isinstance(a, Mapping) else a for a in apps]
+    _apply_env(data, os.environ if env is None else env)
+    _resolve_paths(data, base_dir)
+    data["base_dir"] = base_dir
+    try:
+        config = ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_format_validation_error(exc)}") from exc
+    for app in config.apps:
+        if isinstance(app, IosAppConfig) and app.trust_roots:
+            for root in app.trust_roots:
+                if not root.is_file():
+                    raise ConfigError(f"apps[{app.id}].trust_roots: {root} does not exist")
+        if isinstance(app, AndroidAppConfig) and app.service_account_file is not None:
+            if not app.service_account_file.is_file():
+                raise ConfigError(
+                    f"apps[{app.id}].service_account_file: {app.service_account_file} "
+                    "does not exist"
+                )
+    return config
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read, override from the environment and validate the TOML file at ``path``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}") from exc
+    return parse_config(raw, base_dir=file.resolve().parent, env=env)

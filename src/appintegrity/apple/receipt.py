@@ -155,6 +155,7 @@ class _SignedReceipt:
     receipt: Receipt
     content: bytes
     signer: x509.Certificate
+    signer_key: ec.EllipticCurvePublicKey
     others: tuple[x509.Certificate, ...]
     digest_name: str
     signature: bytes
@@ -318,12 +319,14 @@ def _decode_cms(raw: bytes) -> _SignedReceipt:
             f"signature algorithm {signature_name} disagrees with digest algorithm {digest_name}"
         )
 
+    signer_key = _public_key_of(signer, "receipt signer")
     signed_attributes, message_digest = _signed_attributes(signer_info)
     receipt = _parse_payload(content, raw, (signer, *others))
     return _SignedReceipt(
         receipt=receipt,
         content=content,
         signer=signer,
+        signer_key=signer_key,
         others=others,
         digest_name=digest_name,
         signature=signer_info["signature"].native,
@@ -340,7 +343,7 @@ def _certificates(signed_data: cms.SignedData) -> list[x509.Certificate]:
     for choice in choices:
         if choice.name != "certificate":
             raise _invalid(f"receipt carries a {choice.name!r}, expected X.509 certificates")
-        certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        certificates.append(_load_certificate(choice.chosen.dump(), "a receipt certificate"))
     return certificates
 
 
@@ -408,10 +411,9 @@ def _parse_payload(content: bytes, raw: bytes, chain: tuple[x509.Certificate, ..
         raise _invalid(f"receipt payload lacks {', '.join(missing)}")
 
     certificate_der = fields[_CERTIFICATE]
-    attested = x509.load_der_x509_certificate(certificate_der)
-    attested_key = attested.public_key()
-    if not isinstance(attested_key, ec.EllipticCurvePublicKey):
-        raise _invalid("the receipt's attested certificate does not hold an EC key")
+    attested_key = _public_key_of(
+        _load_certificate(certificate_der, "the attested certificate"), "attested certificate"
+    )
     type_text = _text(fields[_TYPE], "receipt type")
     try:
         receipt_type = ReceiptType(type_text)
@@ -442,6 +444,24 @@ def _parse_payload(content: bytes, raw: bytes, chain: tuple[x509.Certificate, ..
     )
 
 
+def _load_certificate(der: bytes, what: str) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, x509.InvalidVersion) as exc:
+        raise _invalid(f"{what} is not a well-formed X.509 certificate: {exc}") from None
+
+
+def _public_key_of(certificate: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
+    # cryptography decodes a certificate's key lazily: a damaged key surfaces only here.
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise _invalid(f"the {what}'s public key is unusable: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise _invalid(f"the {what} does not hold an EC public key")
+    return key
+
+
 def _text(value: bytes, name: str) -> str:
     try:
         return value.decode("utf-8")
@@ -464,9 +484,7 @@ def _time(value: bytes, name: str) -> datetime:
 
 
 def _verify_signature(signed: _SignedReceipt) -> None:
-    key = signed.signer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise _invalid("the receipt signer does not hold an EC key")
+    key = signed.signer_key
     digest = _DIGESTS[signed.digest_name]()
     if signed.signed_attributes is None:
         # No signed attributes: the signature covers the content itself.
@@ -509,8 +527,8 @@ def _verify_chain(
         raise _invalid(
             f"the receipt signer does not chain to a trusted root at {now.isoformat()}: {exc}"
         ) from None
-    except UnsupportedAlgorithm as exc:
-        raise _invalid(f"the receipt chain uses an unsupported algorithm: {exc}") from None
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise _invalid(f"the receipt chain cannot be evaluated: {exc}") from None
     try:
         signer.extensions.get_extension_for_oid(RECEIPT_SIGNER_MARKER_OID)
     except x509.ExtensionNotFound:

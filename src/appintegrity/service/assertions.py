@@ -1,0 +1,136 @@
+"""``POST /v1/assertions``: an App Attest assertion or a Play Integrity token for one request.
+
+Order: validate the body → rate limit → consume the payload's challenge (single use even if
+verification then fails) → verify → (iOS) advance the counter atomically → issue an app token.
+
+Replays: a replayed assertion carries a used challenge (``challenge.consumed``, 409). Should
+two copies race past the challenge anyway (a store without that guarantee, or a challenge
+accepted twice), the counter decides: only one ``advance_counter`` succeeds, the other is
+refused as ``apple.counter_invalid`` with 409, the same answer as a sequential replay.
+"""
+
+from __future__ import annotations
+
+import time
+
+from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code, Reason
+from appintegrity.google.nonce import request_hash
+from appintegrity.service.challenges import challenge_in_payload
+from appintegrity.service.errors import BlockedError, service_error
+from appintegrity.service.registrations import canonical_key_id, decode_apple_object
+from appintegrity.service.schemas import AndroidAssertionRequest, IosAssertionRequest
+from appintegrity.service.state import IntegrityService, iso
+
+
+async def assert_ios(
+    service: IntegrityService, body: IosAssertionRequest, client: str
+) -> dict[str, object]:
+    started = time.perf_counter()
+    app_id = ""
+    try:
+        key_id = canonical_key_id(body.keyId)
+        assertion = decode_apple_object(body.token, "token (the assertion object)")
+        challenge = challenge_in_payload(body.payload)
+        await service.limiter.verification(client, key_id)
+        await service.challenges.consume(challenge, purpose="assertion", key_id=key_id)
+        key = await service.store.get_key(key_id)
+        if key is None:
+            raise service_error(Code.KEY_UNKNOWN, "no key with this id is registered")
+        app_id = key.app_id
+        if key.revoked_at is not None:
+            raise service_error(Code.KEY_REVOKED, "this key was revoked: register a new key")
+        app = service.apps.ios(key.app_id)
+        verified = app.verifier.verify_assertion(
+            assertion,
+            client_data=body.payload.encode("utf-8"),
+            public_key=service.apps.public_key(key.public_key),
+            previous_counter=key.counter,
+            app_id=key.app_id,
+        )
+        if not await service.store.advance_counter(key_id, verified.counter, service.clock()):
+            raise AppleVerificationError(
+                Reason.APPLE_COUNTER_INVALID,
+                "another request with this counter was accepted first (replay), "
+                "or the key was revoked meanwhile",
+            )
+        issued = service.issue_token(
+            app_id=key.app_id,
+            platform="ios",
+            decision="allow",
+            limited_use=body.limitedUse,
+            device=key_id,
+        )
+    except AppIntegrityError as exc:
+        service.metrics.verification(
+            platform="ios",
+            kind="assertion",
+            app=app_id,
+            outcome="refused",
+            reason=exc.code,
+            started=started,
+        )
+        raise
+    service.metrics.verification(
+        platform="ios", kind="assertion", app=app_id, outcome="allow", reason="", started=started
+    )
+    return {
+        "decision": "allow",
+        "counter": verified.counter,
+        "appToken": issued.token,
+        "expiresAt": iso(issued.expires_at),
+        "reasons": [],
+    }
+
+
+async def assert_android(
+    service: IntegrityService, body: AndroidAssertionRequest, client: str
+) -> dict[str, object]:
+    started = time.perf_counter()
+    app_id = body.appId or ""
+    try:
+        app = service.apps.android(body.appId)
+        app_id = app.config.id
+        challenge = challenge_in_payload(body.payload)
+        expected = request_hash(body.payload)
+        await service.limiter.verification(client, None)
+        await service.challenges.consume(challenge, purpose="assertion", key_id=None)
+        result = await app.verify(body.token, expected=expected, now=service.clock())
+        decision = str(result.decision)
+        reasons = tuple(str(r) for r in result.reasons)
+        if decision == "block" and service.config.app_mode(app_id) == "enforce":
+            raise BlockedError("the app's Play Integrity policy refuses this device", reasons)
+        issued = service.issue_token(
+            app_id=app_id,
+            platform="android",
+            decision=decision,
+            limited_use=body.limitedUse,
+            reasons=reasons,
+        )
+    except AppIntegrityError as exc:
+        outcome = "block" if exc.code == Code.DECISION_BLOCKED else "refused"
+        reason = exc.code
+        if isinstance(exc, BlockedError) and exc.reasons:
+            reason = exc.reasons[0]
+        service.metrics.verification(
+            platform="android",
+            kind="assertion",
+            app=app_id,
+            outcome=outcome,
+            reason=reason,
+            started=started,
+        )
+        raise
+    service.metrics.verification(
+        platform="android",
+        kind="assertion",
+        app=app_id,
+        outcome=decision if decision != "block" else "block_monitored",
+        reason=reasons[0] if reasons else "",
+        started=started,
+    )
+    return {
+        "decision": decision,
+        "appToken": issued.token,
+        "expiresAt": iso(issued.expires_at),
+        "reasons": list(reasons),
+    }

@@ -1,0 +1,88 @@
+"""``POST /v1/registrations``: verify an App Attest attestation and store the device key.
+
+Order (each step's failure is final): validate the body → rate limit → consume the challenge
+(single use even if what follows fails) → Apple's attestation steps → insert the key if absent
+(``key.exists`` otherwise; durable before the 201) → issue an app token.
+"""
+
+from __future__ import annotations
+
+import time
+
+from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient, normalize_key_id
+from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code, Reason
+from appintegrity.service.errors import service_error
+from appintegrity.service.schemas import RegistrationRequest
+from appintegrity.service.state import IntegrityService, iso
+from appintegrity.store.base import DeviceKey
+
+
+def canonical_key_id(text: str) -> str:
+    """The key id in its canonical spelling (standard base64 of the 32 bytes)."""
+    try:
+        return b64_encode(normalize_key_id(text))
+    except EncodingError as exc:
+        raise service_error(
+            Code.REQUEST_INVALID, f"keyId is not a 32-byte key id in base64 or hex: {exc}"
+        ) from exc
+
+
+def decode_apple_object(text: str, what: str) -> bytes:
+    try:
+        return b64decode_lenient(text)
+    except EncodingError as exc:
+        raise AppleVerificationError(Reason.APPLE_MALFORMED, f"{what} is not base64") from exc
+
+
+async def register(
+    service: IntegrityService, body: RegistrationRequest, client: str
+) -> dict[str, object]:
+    started = time.perf_counter()
+    app_id = ""
+    try:
+        key_id = canonical_key_id(body.keyId)
+        attestation = decode_apple_object(body.token, "token (the attestation object)")
+        await service.limiter.verification(client, key_id)
+        await service.challenges.consume(body.challenge, purpose="attestation", key_id=key_id)
+        app = service.apps.ios_for_attestation(attestation)
+        now = service.clock()
+        attested = app.verifier.verify_attestation(
+            attestation, key_id=key_id, challenge=body.challenge.encode("utf-8"), now=now
+        )
+        app_id = attested.app_id
+        record = DeviceKey(
+            key_id=key_id,
+            app_id=attested.app_id,
+            platform="ios",
+            public_key=attested.public_key,
+            counter=0,
+            environment=str(attested.environment),
+            receipt=attested.receipt or None,
+            risk_metric=None,
+            created_at=now,
+            last_seen_at=now,
+        )
+        if not await service.store.add_key(record):
+            raise service_error(Code.KEY_EXISTS, "this key is already registered")
+        issued = service.issue_token(
+            app_id=attested.app_id, platform="ios", decision="allow", device=key_id
+        )
+    except AppIntegrityError as exc:
+        service.metrics.verification(
+            platform="ios",
+            kind="registration",
+            app=app_id,
+            outcome="refused",
+            reason=exc.code,
+            started=started,
+        )
+        raise
+    service.metrics.verification(
+        platform="ios", kind="registration", app=app_id, outcome="allow", reason="", started=started
+    )
+    return {
+        "keyId": key_id,
+        "environment": str(attested.environment),
+        "appToken": issued.token,
+        "expiresAt": iso(issued.expires_at),
+    }

@@ -25,6 +25,11 @@ class Reason(StrEnum):
     APPLE_CREDENTIAL_ID_MISMATCH = "apple.credential_id_mismatch"
     APPLE_SIGNATURE_INVALID = "apple.signature_invalid"
     APPLE_RECEIPT_INVALID = "apple.receipt_invalid"
+    # Apple App Attest: receipt refresh (data.appattest.apple.com)
+    APPLE_RECEIPT_REFRESH_FAILED = "apple.receipt_refresh_failed"
+    APPLE_RECEIPT_REFRESH_UNAUTHORIZED = "apple.receipt_refresh_unauthorized"
+    APPLE_RECEIPT_REFRESH_RATE_LIMITED = "apple.receipt_refresh_rate_limited"
+    APPLE_RECEIPT_REFRESH_UNAVAILABLE = "apple.receipt_refresh_unavailable"
 
     # Google Play Integrity: token
     GOOGLE_MALFORMED = "google.malformed"

@@ -1,0 +1,231 @@
+"""The decodeIntegrityToken path against the local fake of Google, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from play_support import NOW, PACKAGE, REQUEST_HASH
+
+from appintegrity.errors import GoogleVerificationError
+from appintegrity.google import (
+    Decision,
+    GoogleApiDecoder,
+    PlayIntegrityPolicy,
+    PlayIntegrityVerifier,
+)
+from appintegrity.testing.android import SoftwareAndroidDevice
+from appintegrity.testing.fake_google import FakeGoogleServer
+
+SERVICE_ACCOUNT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def google(device: SoftwareAndroidDevice) -> Iterator[FakeGoogleServer]:
+    with FakeGoogleServer() as server:
+        server.register(device)
+        yield server
+
+
+@pytest.fixture
+def account(google: FakeGoogleServer) -> dict[str, str]:
+    return google.make_service_account(private_key=SERVICE_ACCOUNT_KEY)
+
+
+def decode(google: FakeGoogleServer, account: dict[str, str], token: str, **options: Any) -> Any:
+    package = options.pop("package", PACKAGE)
+
+    async def run() -> dict[str, object]:
+        settings: dict[str, Any] = {"retries": 3, "backoff": 0.01, "timeout": 2.0, **options}
+        async with GoogleApiDecoder(
+            service_account_info=account, base_url=google.url, **settings
+        ) as decoder:
+            return await decoder.decode(package, token)
+
+    return asyncio.run(run())
+
+
+def reason(google: FakeGoogleServer, account: dict[str, str], token: str, **options: Any) -> str:
+    with pytest.raises(GoogleVerificationError) as caught:
+        decode(google, account, token, **options)
+    return caught.value.reason
+
+
+def test_decode_returns_the_token_payload(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    payload = device.verdict_payload(request_hash=REQUEST_HASH, now=NOW)
+    assert decode(google, account, device.seal(payload)) == payload
+    assert (google.token_requests, google.decode_requests) == (1, 1)
+
+
+def test_verifier_through_google_allows_a_genuine_token_and_blocks_its_replay(
+    google: FakeGoogleServer,
+    account: dict[str, str],
+    device: SoftwareAndroidDevice,
+    policy: PlayIntegrityPolicy,
+) -> None:
+    token = device.request_integrity_token(request_hash=REQUEST_HASH, now=NOW)
+
+    async def run() -> tuple[Decision, Decision, tuple[str, ...]]:
+        async with GoogleApiDecoder(
+            service_account_info=account, base_url=google.url, backoff=0.01
+        ) as decoder:
+            verifier = PlayIntegrityVerifier(policy, decoder=decoder)
+            first = await verifier.verify(token, now=NOW, request_hash=REQUEST_HASH)
+            second = await verifier.verify(token, now=NOW, request_hash=REQUEST_HASH)
+            return first.decision, second.decision, second.reasons
+
+    first, second, reasons = asyncio.run(run())
+    assert first is Decision.ALLOW
+    # Google clears a standard token's verdicts on the second decode: UNEVALUATED never passes.
+    assert second is Decision.BLOCK
+    assert reasons[:3] == (
+        "google.app_not_recognized",
+        "google.certificate_mismatch",
+        "google.device_integrity_insufficient",
+    )
+    assert google.token_requests == 1  # the access token is cached between calls
+
+
+def test_undecodable_token_is_a_bad_request(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    token = device.request_integrity_token(request_hash=REQUEST_HASH, now=NOW)
+    assert reason(google, account, token[:-12]) == "google.api_bad_request"
+    assert google.decode_requests == 1  # 400 is not retried
+
+
+def test_planned_400_is_a_bad_request(google: FakeGoogleServer, account: dict[str, str]) -> None:
+    google.fail_next(400)
+    assert reason(google, account, "x") == "google.api_bad_request"
+
+
+def test_401_refreshes_once_then_is_unauthorized(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next(401, count=2)
+    assert reason(google, account, "x") == "google.api_unauthorized"
+    assert (google.token_requests, google.decode_requests) == (2, 2)
+
+
+def test_revoked_access_token_is_refreshed_and_the_call_succeeds(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    token = device.request_integrity_token(nonce="n" * 24, now=NOW)
+
+    async def run() -> None:
+        async with GoogleApiDecoder(service_account_info=account, base_url=google.url) as decoder:
+            await decoder.decode(PACKAGE, token)
+            google.revoke_access_tokens()
+            await decoder.decode(PACKAGE, token)
+
+    asyncio.run(run())
+    assert (google.token_requests, google.decode_requests) == (2, 3)
+
+
+def test_unknown_service_account_is_unauthorized(google: FakeGoogleServer) -> None:
+    stranger = FakeGoogleServer().make_service_account(private_key=SERVICE_ACCOUNT_KEY)
+    stranger["token_uri"] = google.token_uri
+    assert reason(google, stranger, "x") == "google.api_unauthorized"
+    assert google.decode_requests == 0
+
+
+def test_package_not_linked_is_permission_denied(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    token = device.request_integrity_token(request_hash=REQUEST_HASH, now=NOW)
+    assert reason(google, account, token, package="com.other.app") == "google.api_permission_denied"
+    assert google.decode_requests == 1
+
+
+def test_429_is_retried_with_backoff_then_quota_exceeded(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next(429, count=3)
+    assert reason(google, account, "x", retries=2) == "google.api_quota_exceeded"
+    assert google.decode_requests == 3
+
+
+def test_429_then_success(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    google.fail_next(429, retry_after=0)
+    payload = decode(google, account, device.request_integrity_token(nonce="n" * 24, now=NOW))
+    assert (
+        payload["requestDetails"]
+        == device.verdict_payload(nonce="n" * 24, now=NOW)["requestDetails"]
+    )
+    assert google.decode_requests == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_retried_then_succeeds(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice, status: int
+) -> None:
+    google.fail_next(status, count=2)
+    payload = decode(google, account, device.request_integrity_token(nonce="n" * 24, now=NOW))
+    assert "requestDetails" in payload
+    assert google.decode_requests == 3
+
+
+def test_5xx_beyond_retries_is_unavailable(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next(503, count=4)
+    assert reason(google, account, "x", retries=3) == "google.api_unavailable"
+    assert google.decode_requests == 4
+
+
+def test_timeout_is_unavailable(google: FakeGoogleServer, account: dict[str, str]) -> None:
+    google.delay_next(1.0)
+    assert reason(google, account, "x", timeout=0.2, retries=0) == "google.api_unavailable"
+
+
+def test_timeout_then_success(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    google.delay_next(1.0)
+    token = device.request_integrity_token(nonce="n" * 24, now=NOW)
+    assert "requestDetails" in decode(google, account, token, timeout=0.3, retries=1)
+
+
+def test_unreachable_google_is_unavailable(account: dict[str, str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = FakeGoogleServer()
+    closed.close()
+
+    async def run() -> None:
+        async with GoogleApiDecoder(
+            service_account_info=account,
+            base_url=f"http://127.0.0.1:{port}",
+            retries=1,
+            backoff=0.01,
+        ) as decoder:
+            await decoder.decode(PACKAGE, "x")
+
+    with pytest.raises(GoogleVerificationError) as caught:
+        asyncio.run(run())
+    assert caught.value.reason == "google.api_unavailable"
+
+
+def test_package_name_is_validated_before_any_request(account: dict[str, str]) -> None:
+    async def run() -> None:
+        async with GoogleApiDecoder(service_account_info=account) as decoder:
+            await decoder.decode("../v1/evil", "x")
+
+    with pytest.raises(ValueError):
+        asyncio.run(run())
+
+
+def test_decoder_needs_exactly_one_credential_source(account: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        GoogleApiDecoder()
+    with pytest.raises(ValueError):
+        GoogleApiDecoder(service_account_info=account, service_account_file="x.json")

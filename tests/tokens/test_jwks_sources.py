@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jwks_http import JwksServer
 
 from appintegrity.errors import Code, ConfigError
 from appintegrity.tokens import (
@@ -24,7 +25,6 @@ from appintegrity.tokens import (
     build_jwks,
     parse_jwks,
 )
-from conftest import JwksServer
 
 ISS = "https://integrity.example.com"
 AUD = "api"

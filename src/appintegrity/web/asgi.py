@@ -1,0 +1,79 @@
+"""Pure ASGI middleware: Starlette, FastAPI, Litestar, or any ASGI app.
+
+Verified claims go to ``scope["state"]["app_integrity"]`` (Starlette's
+``request.state.app_integrity``) and the whole verdict to ``scope["app_integrity"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from appintegrity.web.policy import RoutePolicy, RouteSpec, RouteTable, route_table
+from appintegrity.web.protector import Protector, Verdict
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_refusal(send: Send, verdict: Verdict) -> None:
+    """Answer with the verdict's JSON error; the app is never called."""
+    body = verdict.body()
+    headers = [(name.encode(), value.encode()) for name, value in verdict.headers()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AppIntegrityMiddleware:
+    """Checks the app token on the routes ``routes`` protects (all routes when omitted)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        protector: Protector,
+        routes: RouteSpec | RouteTable | None = None,
+        *,
+        default: RoutePolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.protector = protector
+        self.routes = route_table(routes, default)
+        for policy in self.routes.policies():
+            protector.validate(policy)
+        self._header = protector.header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        match = self.routes.match(scope["method"], scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        route, policy = match
+        token: str | None = None
+        binding_value: str | None = None
+        binding_header = (
+            policy.binding_header.lower().encode("latin-1") if policy.binding_header else None
+        )
+        for name, value in scope["headers"]:
+            if name == self._header:
+                token = value.decode("latin-1").strip()
+            elif name == binding_header:
+                binding_value = value.decode("latin-1")
+        verdict = await self.protector.check_async(
+            token, policy, route=route, binding_value=binding_value
+        )
+        if not verdict.allowed:
+            await send_refusal(send, verdict)
+            return
+        scope["app_integrity"] = verdict
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["app_integrity"] = verdict.claims
+        await self.app(scope, receive, send)

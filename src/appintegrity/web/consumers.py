@@ -1,0 +1,148 @@
+"""Consuming limited-use tokens: each may pass exactly once, across every API instance.
+
+Two ways to remember which token ids were used: ask the service
+(``POST /v1/tokens/verify {"token", "consume": true}``), or share the service's store
+directly (``Store.consume_token_id``, atomic by contract).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import httpx
+
+from appintegrity.errors import Code, StoreUnavailableError
+from appintegrity.store.base import Store
+from appintegrity.tokens import TOKEN_UNVERIFIABLE, AppTokenClaims, TokenError
+
+T = TypeVar("T")
+
+
+class TokenConsumer(Protocol):
+    """Marks a verified limited-use token as used; raises ``TokenError`` if it was before."""
+
+    def consume(self, token: str, claims: AppTokenClaims) -> None:
+        """Consume, blocking (WSGI, Flask, Django)."""
+
+    async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
+        """Consume without blocking the event loop (ASGI, FastAPI)."""
+
+
+def _unavailable(message: str) -> TokenError:
+    return TokenError(TOKEN_UNVERIFIABLE, message, 503)
+
+
+class ServiceTokenConsumer:
+    """Consumes through the service's ``POST /v1/tokens/verify`` with ``consume: true``.
+
+    200 ``{"valid": true, ...}`` means this call consumed it; 401 ``{"error": {"code":
+    "token.consumed"}}`` means someone did before. Anything else that is not an answer
+    (network failure, 5xx, garbage) is 503 ``token.unverifiable``: fail closed.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+        self.url = base_url.rstrip("/") + "/v1/tokens/verify"
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def consume(self, token: str, claims: AppTokenClaims) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.timeout)
+        try:
+            response = self._client.post(self.url, json={"token": token, "consume": True})
+        except httpx.HTTPError as exc:
+            raise _unavailable(f"cannot reach the token service: {exc}") from exc
+        self._conclude(response)
+
+    async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
+        loop = asyncio.get_running_loop()
+        # httpx's async pool belongs to the loop that made it.
+        if self._async_client is None or self._async_loop is not loop:
+            self._async_client = httpx.AsyncClient(timeout=self.timeout)
+            self._async_loop = loop
+        try:
+            response = await self._async_client.post(
+                self.url, json={"token": token, "consume": True}
+            )
+        except httpx.HTTPError as exc:
+            raise _unavailable(f"cannot reach the token service: {exc}") from exc
+        self._conclude(response)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    @staticmethod
+    def _conclude(response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _unavailable(f"token service answered {response.status_code} without JSON")
+        if response.status_code == 200 and body.get("valid") is True:
+            return
+        error = body.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise _unavailable(f"token service answered {response.status_code}")
+        if isinstance(code, str) and code.startswith("token."):
+            raise TokenError(code, str(message or code), response.status_code)
+        raise TokenError(
+            Code.TOKEN_INVALID, f"token service refused the token ({response.status_code})"
+        )
+
+
+class _BackgroundLoop:
+    """An event loop on its own thread, so blocking frameworks can call an async store."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="appintegrity-consumer", daemon=True
+                ).start()
+                self._loop = loop
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+
+class StoreTokenConsumer:
+    """Consumes in the service's store (``Store.consume_token_id``), shared by every instance.
+
+    From blocking code the store is driven on a private event loop thread, so use a store
+    whose connections are not tied to another loop (SQLite is not), or one store per side.
+    """
+
+    def __init__(self, store: Store, *, timeout: float = 5.0) -> None:
+        self.store = store
+        self.timeout = timeout
+        self._background = _BackgroundLoop()
+
+    async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
+        expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
+        try:
+            first = await self.store.consume_token_id(claims.jti, expires_at, datetime.now(UTC))
+        except StoreUnavailableError as exc:
+            raise _unavailable(f"cannot record the token as used: {exc.message}") from exc
+        if not first:
+            raise TokenError(Code.TOKEN_CONSUMED, "this limited-use token was already used")
+
+    def consume(self, token: str, claims: AppTokenClaims) -> None:
+        try:
+            self._background.run(self.consume_async(token, claims), self.timeout)
+        except TimeoutError as exc:
+            raise _unavailable("the store did not answer in time") from exc

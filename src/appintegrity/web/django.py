@@ -1,0 +1,165 @@
+"""Django: a middleware and a view decorator; verified claims on ``request.app_integrity``.
+
+Configure in ``settings.APP_INTEGRITY`` (keys in ``appintegrity.web.config``), or point
+``settings.APP_INTEGRITY = {"PROTECTOR": "myproject.integrity.protector"}`` at a
+``Protector`` you build yourself. Add ``"appintegrity.web.django.AppIntegrityMiddleware"``
+to ``MIDDLEWARE`` to protect the ``ROUTES`` patterns; decorate views with ``@protect(...)``
+for per-view policies (works with or without the middleware).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+
+from appintegrity.errors import ConfigError
+from appintegrity.web.config import protector_from_mapping, routes_from_mapping
+from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy, RouteTable
+from appintegrity.web.protector import Protector, Verdict
+
+F = TypeVar("F", bound=Callable[..., Any])
+_POLICY_ATTRIBUTE = "app_integrity_policy"
+_DONE_ATTRIBUTE = "_app_integrity_verdict"
+
+_lock = threading.Lock()
+_configured: tuple[object, Protector, RouteTable] | None = None
+
+
+def _reset(**_: object) -> None:
+    global _configured
+    with _lock:
+        _configured = None
+
+
+setting_changed.connect(_reset)
+
+
+def configured() -> tuple[Protector, RouteTable]:
+    """The protector and route table ``settings.APP_INTEGRITY`` describes (built once)."""
+    global _configured
+    options = getattr(settings, "APP_INTEGRITY", None)
+    cached = _configured
+    if cached is not None and cached[0] is options:
+        return cached[1], cached[2]
+    if not isinstance(options, Mapping):
+        raise ConfigError("settings.APP_INTEGRITY must be a dict")
+    with _lock:
+        given = options.get("PROTECTOR")
+        if isinstance(given, str):
+            given = import_string(given)
+        protector = given if isinstance(given, Protector) else protector_from_mapping(options)
+        routes = routes_from_mapping(options.get("ROUTES"))
+        for policy in routes.policies():
+            protector.validate(policy)
+        _configured = (options, protector, routes)
+    return protector, routes
+
+
+def _label(request: HttpRequest) -> str:
+    match = request.resolver_match
+    if match is not None and match.route:
+        return "/" + match.route.lstrip("^")
+    return request.path_info
+
+
+def _inputs(
+    request: HttpRequest, protector: Protector, policy: RoutePolicy
+) -> tuple[str | None, str | None]:
+    token = request.headers.get(protector.header)
+    binding = request.headers.get(policy.binding_header) if policy.binding_header else None
+    return (token.strip() if token else None), binding
+
+
+def _respond(request: HttpRequest, verdict: Verdict) -> HttpResponse | None:
+    setattr(request, _DONE_ATTRIBUTE, verdict)
+    if not verdict.allowed:
+        response = HttpResponse(
+            verdict.body(), status=verdict.status, content_type="application/json"
+        )
+        for name, value in verdict.headers():
+            if name != "content-type":
+                response[name] = value
+        return response
+    request.app_integrity = verdict.claims  # type: ignore[attr-defined]
+    return None
+
+
+def _check(request: HttpRequest, policy: RoutePolicy, label: str) -> HttpResponse | None:
+    protector, _ = configured()
+    token, binding = _inputs(request, protector, policy)
+    verdict = protector.check(token, policy, route=label, binding_value=binding)
+    return _respond(request, verdict)
+
+
+class AppIntegrityMiddleware:
+    """Protects the ``ROUTES`` patterns, and views decorated with ``@protect``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.app_integrity = None  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponse | None:
+        policy: RoutePolicy | None = getattr(view_func, _POLICY_ATTRIBUTE, None)
+        label = _label(request)
+        if policy is None:
+            _, routes = configured()
+            match = routes.match(request.method or "GET", request.path_info)
+            if match is None:
+                return None
+            label, policy = match
+        return _check(request, policy, label)
+
+
+def protect(policy: RoutePolicy | None = None) -> Callable[[F], F]:
+    """Decorate a view (sync or async) with a policy."""
+    chosen = policy or DEFAULT_POLICY
+
+    def decorate(view: F) -> F:
+        if asyncio.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def protected_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                if getattr(request, _DONE_ATTRIBUTE, None) is None:
+                    protector, _ = configured()
+                    token, binding = _inputs(request, protector, chosen)
+                    verdict = await protector.check_async(
+                        token, chosen, route=_label(request), binding_value=binding
+                    )
+                    refused = _respond(request, verdict)
+                    if refused is not None:
+                        return refused
+                return await view(request, *args, **kwargs)
+
+            setattr(protected_async, _POLICY_ATTRIBUTE, chosen)
+            return cast(F, protected_async)
+
+        @functools.wraps(view)
+        def protected(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            # The middleware already checked this request with this view's policy.
+            if getattr(request, _DONE_ATTRIBUTE, None) is None:
+                refused = _check(request, chosen, _label(request))
+                if refused is not None:
+                    return refused
+            return view(request, *args, **kwargs)
+
+        setattr(protected, _POLICY_ATTRIBUTE, chosen)
+        return cast(F, protected)
+
+    return decorate

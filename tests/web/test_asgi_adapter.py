@@ -1,0 +1,133 @@
+"""The ASGI middleware under Starlette's own TestClient: every outcome, both modes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, JwksServer, World, check_case
+
+from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
+from appintegrity.web import Mode, Protector
+from appintegrity.web.asgi import AppIntegrityMiddleware
+
+
+async def handler(request: Request) -> JSONResponse:
+    claims = getattr(request.state, "app_integrity", None)
+    return JSONResponse({"sub": claims.subject if claims else None})
+
+
+def make_client(protector: Protector) -> TestClient:
+    app = Starlette(
+        routes=[Route(path, handler, methods=["GET", "POST"]) for path in POLICIES],
+        middleware=[Middleware(AppIntegrityMiddleware, protector=protector, routes=POLICIES)],
+    )
+    return TestClient(app)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outcome(world: World, case: Case, mode: Mode) -> None:
+    client = make_client(world.protector(mode))
+    response = client.get(case.path, headers=case.headers(world))
+    check_case(world, case, mode, response.status_code, response.json())
+
+
+def test_unprotected_route_passes_without_counting(world: World) -> None:
+    response = make_client(world.protector()).get("/open")
+    assert response.status_code == 200
+    assert world.metrics.count() == 0
+
+
+def test_limited_use_token_passes_exactly_once_through_the_sqlite_store(world: World) -> None:
+    client = make_client(world.protector())
+    token = world.token(limited_use=True)
+    first = client.post("/once", headers={HEADER: token})
+    second = client.post("/once", headers={HEADER: token})
+    assert first.status_code == 200 and first.json() == {"sub": SUBJECT}
+    assert second.status_code == 401
+    assert second.json()["error"]["code"] == "token.consumed"
+    assert world.metrics.count(route="/once", reason="consumed", action="refused") == 1
+
+
+def test_limited_use_replay_is_counted_but_allowed_in_monitor_mode(world: World) -> None:
+    client = make_client(world.protector(Mode.MONITOR))
+    token = world.token(limited_use=True)
+    assert client.post("/once", headers={HEADER: token}).status_code == 200
+    assert client.post("/once", headers={HEADER: token}).status_code == 200
+    assert world.metrics.count(route="/once", reason="consumed", action="allowed") == 1
+
+
+def test_unknown_kid_triggers_one_jwks_refresh_over_http(tmp_path: Path) -> None:
+    server = JwksServer()
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url, min_refresh_interval=0))
+        server.document = build_jwks([world.key])
+        client = make_client(world.protector())
+        assert client.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        rotated = SigningKey.generate()
+        server.document = build_jwks([rotated, world.key])
+        response = client.get("/plain", headers={HEADER: world.token(key=rotated)})
+        assert response.status_code == 200
+        assert server.requests == 2
+        world.close()
+    finally:
+        server.close()
+
+
+def test_unreachable_jwks_is_503_never_500(tmp_path: Path) -> None:
+    server = JwksServer()
+    server.fail = True
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "token.unverifiable"
+        assert response.headers["retry-after"]
+        monitor = make_client(world.protector(Mode.MONITOR))
+        assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        assert world.metrics.count(reason="unverifiable") == 2
+        world.close()
+    finally:
+        server.close()
+
+
+def test_logs_say_why_and_never_carry_the_token(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = world.token(debug=True)
+    with caplog.at_level(logging.DEBUG, logger="appintegrity.web"):
+        make_client(world.protector(Mode.MONITOR)).get("/nodebug", headers={HEADER: token})
+    records = [r for r in caplog.records if r.name == "appintegrity.web"]
+    assert any(getattr(r, "reason", None) == "debug" for r in records)
+    for record in records:
+        assert token not in record.getMessage()
+        assert token.split(".")[2] not in record.getMessage()
+
+
+def test_websocket_and_lifespan_scopes_pass_through(world: World) -> None:
+    seen: list[str] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        seen.append(scope["type"])
+
+    middleware = AppIntegrityMiddleware(app, world.protector(), routes=POLICIES)
+    import asyncio
+
+    asyncio.run(middleware({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
+    assert seen == ["lifespan"]

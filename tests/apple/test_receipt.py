@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -551,3 +552,36 @@ def test_mutated_receipts_raise_only_the_typed_error(
         verify_receipt(data, now=at, trust_roots=roots)
     except AppleVerificationError as error:
         assert error.reason == Reason.APPLE_RECEIPT_INVALID
+
+
+# --- with the software iPhone ----------------------------------------------------------------
+
+
+def test_software_iphone_attestation_carries_a_receipt_that_verifies() -> None:
+    ios = pytest.importorskip("appintegrity.testing.ios")
+    from appintegrity.apple.attestation import verify_attestation
+
+    ca = ios.AppAttestCA.generate(now=NOW)
+    kit = ReceiptAuthority(clock=lambda: NOW)
+    phone = ios.SoftwareIPhone(APP_ID, ca=ca, receipt_factory=kit.attestation_receipt)
+    key_id = phone.generate_key()
+    attestation = phone.attest_key(key_id, "server challenge", now=NOW)
+    key = verify_attestation(
+        attestation,
+        key_id=key_id,
+        app_id=APP_ID,
+        challenge="server challenge",
+        trust_roots=ca.trust_roots,
+        now=NOW,
+    )
+    receipt = verify_receipt(
+        key.receipt,
+        now=NOW,
+        app_id=APP_ID,
+        public_key=key.public_key,
+        trust_roots=[kit.root_certificate],
+    )
+    assert receipt.type is ReceiptType.ATTEST
+    assert receipt.public_key == key.public_key
+    assert receipt.attested_certificate == key.certificate_chain[0]
+    assert receipt.client_hash == hashlib.sha256(b"server challenge").digest()

@@ -17,6 +17,7 @@ from enum import StrEnum
 from threading import Lock
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -259,8 +260,8 @@ class AppAttestVerifier:
         now: datetime,
     ) -> AttestedKey:
         """Run Apple's attestation steps; return the attested key or raise with the reason."""
-        expected_key_id = _expected_key_id(key_id)
         client_hash = client_data_hash_for(challenge, client_data_hash)
+        expected_key_id = _expected_key_id(key_id)
         parsed = parse_attestation_object(attestation)
         auth_data = parsed.auth_data
 
@@ -284,7 +285,10 @@ class AppAttestVerifier:
             )
 
         # Step 5: the key id is SHA-256 of the credential certificate's public key point.
-        public_key = leaf.public_key()
+        try:
+            public_key = leaf.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise malformed(f"the credential certificate's key is unusable ({exc})") from exc
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
             public_key.curve, ec.SECP256R1
         ):

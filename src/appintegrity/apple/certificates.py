@@ -128,15 +128,15 @@ def check_signature(
     prepares a freshly loaded key on its first use, which costs more than a tenth of a
     P-384 verification.
     """
-    if check_name and child.issuer != issuer.subject:
-        raise _invalid(
-            f"{what} is issued by {child.issuer.rfc4514_string()!r}, "
-            f"not by {issuer.subject.rfc4514_string()!r}"
-        )
-    if public_key is None:
-        public_key = issuer.public_key()
-    algorithm = child.signature_hash_algorithm
     try:
+        if check_name and child.issuer != issuer.subject:
+            raise _invalid(
+                f"{what} is issued by {child.issuer.rfc4514_string()!r}, "
+                f"not by {issuer.subject.rfc4514_string()!r}"
+            )
+        if public_key is None:
+            public_key = issuer.public_key()
+        algorithm = child.signature_hash_algorithm
         if isinstance(public_key, ec.EllipticCurvePublicKey) and algorithm is not None:
             public_key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(algorithm))
         elif isinstance(public_key, rsa.RSAPublicKey) and algorithm is not None:
@@ -236,6 +236,17 @@ class ChainVerifier:
         Raises ``apple.certificate_chain_invalid`` for any failure of trust, signature,
         validity or CA constraints, and ``apple.malformed`` for undecodable certificates.
         """
+        try:
+            return self._verify(chain, now, leaf)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            # cryptography decodes certificate fields lazily, on first access.
+            raise AppleVerificationError(
+                Reason.APPLE_MALFORMED, f"a certificate of the x5c chain is undecodable ({exc})"
+            ) from exc
+
+    def _verify(
+        self, chain: Sequence[bytes], now: datetime, leaf: x509.Certificate | None
+    ) -> x509.Certificate:
         now = _as_utc(now)
         if not chain:
             raise _invalid("the x5c chain is empty")

@@ -136,6 +136,9 @@ async def test_refresh_returns_a_newer_receipt_with_a_risk_metric(
     assert fresh.type is ReceiptType.RECEIPT
     assert fresh.risk_metric == 1
     assert fresh.not_before == NOW + timedelta(days=1)
+    original = verify_receipt(attest_receipt, now=NOW, trust_roots=[authority.root_certificate])
+    assert fresh.token == original.token  # Apple keeps the token across refreshes
+    assert fresh.attested_certificate == original.attested_certificate
     assert assess_risk(fresh, threshold=0).over_threshold is True
 
     (request,) = apple.requests
@@ -334,3 +337,27 @@ def test_a_non_p256_key_is_refused_at_construction() -> None:
     )
     with pytest.raises(ValueError, match="P-256"):
         ReceiptRefreshClient(team_id=TEAM_ID, key_id=KEY_ID, private_key_pem=pem)
+
+
+async def test_fake_mangles_the_client_hash_exactly_as_apple_does(
+    apple: FakeAppleDataServer,
+    authority: ReceiptAuthority,
+    devicecheck_pem: bytes,
+    attest_receipt: bytes,
+) -> None:
+    # veehaitch-ios-14.2: Apple's ATTEST receipt held the first hash, its refreshed RECEIPT the
+    # second (the hash decoded as UTF-8 with replacement characters).
+    original = base64.b64decode("i+ZcylFa0JfJU5Z9GNY12G3XihQu09B3UmvtEca+xns=")
+    refreshed = "77+977+9XO+/vVFa0Jfvv71T77+9fRjvv70177+9bdeKFC7vv73vv713Umvvv70Rxr7vv717"
+    template = verify_receipt(attest_receipt, now=NOW, trust_roots=[authority.root_certificate])
+    receipt = authority.issue(
+        app_id=APP_ID,
+        attested_certificate_der=template.attested_certificate,
+        client_hash=original,
+        creation_time=NOW,
+    )
+    async with _client(apple, devicecheck_pem) as client:
+        result = await client.refresh(receipt, now=NOW)
+    assert result.receipt is not None
+    fresh = verify_receipt(result.receipt, now=NOW, trust_roots=[authority.root_certificate])
+    assert base64.b64encode(fresh.client_hash).decode() == refreshed

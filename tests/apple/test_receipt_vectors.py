@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from appintegrity.cli.vectors import apple_receipt
+from appintegrity.apple.receipt import ReceiptType
+from appintegrity.cli.vectors import VectorFormatError, apple_receipt
 from appintegrity.errors import VerificationError
+from appintegrity.testing.receipts import ReceiptAuthority
 
 TIME_FIELDS = ("creation_time", "expiration_time", "not_before")
 VECTORS = sorted((Path(__file__).resolve().parents[3] / "shared/vectors/appattest").glob("*.json"))
@@ -71,3 +78,90 @@ def test_receipt_vectors_through_the_cli() -> None:
         assert result.returncode == (0 if expect["valid"] else 1), (path.name, result.stderr)
         conclusion = json.loads(result.stdout)
         _check_conclusion(expect, conclusion)
+
+
+# --- the runner with test-kit receipts (trust_roots_pem) ------------------------------------
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+APP_ID = "ABCDE12345.com.example.app"
+
+
+@pytest.fixture(scope="module")
+def kit_vector() -> dict[str, object]:
+    authority = ReceiptAuthority()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    receipt = authority.issue(
+        app_id=APP_ID,
+        attested_certificate_der=certificate.public_bytes(serialization.Encoding.DER),
+        client_hash=b"\x01" * 32,
+        token="opaque",
+        type=ReceiptType.RECEIPT,
+        risk_metric=3,
+        creation_time=NOW,
+        not_before=NOW + timedelta(days=1),
+    )
+    return {
+        "receipt": base64.b64encode(receipt).decode(),
+        "app_id": APP_ID,
+        "public_key": key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+        "trust_roots_pem": [authority.root_pem],
+    }
+
+
+def test_kit_receipt_runs_with_its_test_root(kit_vector: dict[str, object]) -> None:
+    conclusion = apple_receipt.run(kit_vector, NOW)
+    assert conclusion["valid"] is True
+    assert conclusion["type"] == "RECEIPT"
+    assert conclusion["risk_metric"] == 3
+    assert conclusion["token"] == "opaque"
+    assert conclusion["client_hash"] == base64.b64encode(b"\x01" * 32).decode()
+    assert conclusion["creation_time"] == "2025-06-01T12:00:00.000Z"
+    assert conclusion["not_before"] == "2025-06-02T12:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"app_id": "ABCDE12345.com.example.other"},
+        {"trust_roots_pem": None},
+        {"receipt": "AAAA"},
+    ],
+    ids=["app-id", "apple-root", "garbage"],
+)
+def test_kit_receipt_refusals_through_the_runner(
+    kit_vector: dict[str, object], change: dict[str, object]
+) -> None:
+    with pytest.raises(VerificationError) as caught:
+        apple_receipt.run({**kit_vector, **change}, NOW)
+    assert caught.value.reason == "apple.receipt_invalid"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"receipt": None},
+        {"receipt": 42},
+        {"public_key": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n"},
+        {"trust_roots_pem": ["not a certificate"]},
+        {"trust_roots_pem": "not a list"},
+    ],
+    ids=["missing", "not-text", "bad-key", "bad-root", "roots-not-list"],
+)
+def test_unusable_vector_is_a_format_error(
+    kit_vector: dict[str, object], change: dict[str, object]
+) -> None:
+    with pytest.raises(VectorFormatError):
+        apple_receipt.run({**kit_vector, **change}, NOW)

@@ -1,0 +1,124 @@
+"""The framework-neutral pieces: route matching, consumers over the wire, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from web_support import AUD, ISS, SUBJECT, TokenVerifyServer, World
+
+from appintegrity.errors import ConfigError
+from appintegrity.tokens import AppTokenVerifier, TokenError
+from appintegrity.web import Mode, Outcome, RoutePolicy, RouteTable, ServiceTokenConsumer
+from appintegrity.web.config import policy_from_mapping, protector_from_mapping
+
+STRICT = RoutePolicy(refuse_debug=True)
+LOOSE = RoutePolicy(accept_limit=True)
+POST_ONLY = RoutePolicy(require_limited_use=True)
+
+
+def test_route_table_prefers_the_most_specific_pattern() -> None:
+    table = RouteTable(
+        {
+            "/premium/*": LOOSE,
+            "/premium/preview": None,
+            "/premium/gold/*": STRICT,
+            "POST /purchases": POST_ONLY,
+            "/purchases": STRICT,
+        }
+    )
+    assert table.match("GET", "/premium") == ("/premium/*", LOOSE)
+    assert table.match("GET", "/premium/video/1") == ("/premium/*", LOOSE)
+    assert table.match("GET", "/premium/gold/x") == ("/premium/gold/*", STRICT)
+    assert table.match("GET", "/premium/preview") is None
+    assert table.match("GET", "/premiumx") is None
+    assert table.match("POST", "/purchases") == ("POST /purchases", POST_ONLY)
+    assert table.match("GET", "/purchases") == ("/purchases", STRICT)
+    assert table.match("GET", "/other") is None
+    everything = RouteTable({"/*": STRICT, "/healthz": None})
+    assert everything.match("GET", "/anything/at/all") == ("/*", STRICT)
+    assert everything.match("GET", "/healthz") is None
+    with pytest.raises(ValueError):
+        RouteTable({"purchases": STRICT})
+
+
+def test_policy_from_mapping() -> None:
+    assert policy_from_mapping({"ACCEPT_LIMIT": True, "mode": "monitor"}) == RoutePolicy(
+        accept_limit=True, mode=Mode.MONITOR
+    )
+    assert policy_from_mapping(None) is None
+    with pytest.raises(ConfigError):
+        policy_from_mapping({"accept_everything": True})
+
+
+def test_protector_from_mapping_needs_issuer_audience_and_keys() -> None:
+    with pytest.raises(ConfigError):
+        protector_from_mapping({"AUDIENCE": AUD, "JWKS": {"keys": []}})
+    with pytest.raises(ConfigError):
+        protector_from_mapping({"ISSUER": ISS, "AUDIENCE": AUD})
+    with pytest.raises(ConfigError):
+        protector_from_mapping({"ISSUER": ISS, "AUDIENCE": AUD, "JWKS": {"keys": []}, "MODE": "x"})
+
+
+def test_limited_use_policy_without_a_consumer_is_refused_at_start_up(world: World) -> None:
+    protector = world.protector()
+    protector.consumer = None
+    with pytest.raises(ValueError):
+        protector.validate(POST_ONLY)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def service(world: World) -> Iterator[TokenVerifyServer]:
+    server = TokenVerifyServer(AppTokenVerifier(world.jwks, issuer=ISS, audience=AUD))
+    yield server
+    server.close()
+
+
+def test_service_consumer_consumes_once_over_http(world: World, service: TokenVerifyServer) -> None:
+    consumer = ServiceTokenConsumer(service.base_url)
+    world.consumer = consumer
+    protector = world.protector()
+    token = world.token(limited_use=True)
+    first = protector.check(token, POST_ONLY, route="/once")
+    second = protector.check(token, POST_ONLY, route="/once")
+    assert first.allowed and first.claims is not None and first.claims.subject == SUBJECT
+    assert not second.allowed
+    assert second.outcome is Outcome.CONSUMED
+    assert second.error is not None and second.error.code == "token.consumed"
+    other = world.token(limited_use=True)
+
+    async def twice() -> tuple[bool, bool]:
+        a = await protector.check_async(other, POST_ONLY, route="/once")
+        b = await protector.check_async(other, POST_ONLY, route="/once")
+        return a.allowed, b.allowed
+
+    assert asyncio.run(twice()) == (True, False)
+    consumer.close()
+
+
+def test_service_consumer_fails_closed_when_the_service_misbehaves(
+    world: World, service: TokenVerifyServer
+) -> None:
+    consumer = ServiceTokenConsumer(service.base_url)
+    token = world.token(limited_use=True)
+    claims = world.protector().verifier.verify(token)
+    service.broken = True
+    with pytest.raises(TokenError) as info:
+        consumer.consume(token, claims)
+    assert (info.value.code, info.value.status) == ("token.unverifiable", 503)
+    down = ServiceTokenConsumer("http://127.0.0.1:9", timeout=0.5)
+    with pytest.raises(TokenError) as info:
+        down.consume(token, claims)
+    assert (info.value.code, info.value.status) == ("token.unverifiable", 503)
+    with pytest.raises(TokenError) as info:
+        asyncio.run(down.consume_async(token, claims))
+    assert info.value.status == 503

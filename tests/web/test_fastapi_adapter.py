@@ -1,0 +1,88 @@
+"""The FastAPI dependency under FastAPI's TestClient: every outcome, both modes."""
+
+# No `from __future__ import annotations`: FastAPI must see the closures in Annotated[...].
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+
+from appintegrity.tokens import AppTokenClaims
+from appintegrity.web import Mode, Protector, RoutePolicy
+from appintegrity.web.fastapi import install, require_app_token
+
+
+def make_client(protector: Protector) -> TestClient:
+    app = FastAPI()
+    install(app, protector)
+    for path, policy in POLICIES.items():
+        if policy is None:
+
+            async def open_route() -> dict[str, object]:
+                return {"sub": None}
+
+            app.get(path)(open_route)
+            continue
+        dependency = require_app_token(policy)
+
+        async def route(
+            claims: Annotated[AppTokenClaims | None, Depends(dependency)],
+        ) -> dict[str, object]:
+            return {"sub": claims.subject if claims else None}
+
+        app.api_route(path, methods=["GET", "POST"])(route)
+    return TestClient(app)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outcome(world: World, case: Case, mode: Mode) -> None:
+    response = make_client(world.protector(mode)).get(case.path, headers=case.headers(world))
+    check_case(world, case, mode, response.status_code, response.json())
+
+
+def test_limited_use_token_passes_exactly_once(world: World) -> None:
+    client = make_client(world.protector())
+    token = world.token(limited_use=True)
+    assert client.post("/once", headers={HEADER: token}).json() == {"sub": SUBJECT}
+    second = client.post("/once", headers={HEADER: token})
+    assert (second.status_code, second.json()["error"]["code"]) == (401, "token.consumed")
+
+
+def test_path_template_is_the_metrics_label(world: World) -> None:
+    app = FastAPI()
+    install(app, world.protector())
+
+    @app.get("/items/{item_id}")
+    async def item(
+        item_id: int, claims: Annotated[AppTokenClaims | None, Depends(require_app_token())]
+    ) -> dict[str, object]:
+        return {"id": item_id}
+
+    client = TestClient(app)
+    for item_id in (1, 2, 3):
+        assert client.get(f"/items/{item_id}", headers={HEADER: world.token()}).status_code == 200
+    assert world.metrics.count(route="/items/{item_id}", reason="verified") == 3
+
+
+def test_explicit_protector_needs_no_install(world: World) -> None:
+    app = FastAPI()
+    dependency = require_app_token(RoutePolicy(), protector=world.protector())
+
+    @app.get("/x")
+    async def x(claims: Annotated[AppTokenClaims | None, Depends(dependency)]) -> dict[str, str]:
+        assert claims is not None
+        return {"sub": claims.subject}
+
+    assert TestClient(app).get("/x", headers={HEADER: world.token()}).json() == {"sub": SUBJECT}

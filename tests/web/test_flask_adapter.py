@@ -1,0 +1,68 @@
+"""The Flask extension under Flask's test_client: every outcome, both modes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask, g, jsonify
+from flask.typing import ResponseReturnValue
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+
+from appintegrity.web import Mode, Protector
+from appintegrity.web.flask import AppIntegrity
+
+
+def make_app(protector: Protector) -> Flask:
+    app = Flask(__name__)
+    integrity = AppIntegrity(app, protector)
+
+    def view() -> ResponseReturnValue:
+        claims = g.get("app_integrity")
+        return jsonify({"sub": claims.subject if claims else None})
+
+    for path, policy in POLICIES.items():
+        endpoint = path.strip("/")
+        target = view if policy is None else integrity.protect(policy)(view)
+        app.add_url_rule(path, endpoint, target, methods=["GET", "POST"])
+    return app
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outcome(world: World, case: Case, mode: Mode) -> None:
+    client = make_app(world.protector(mode)).test_client()
+    response = client.get(case.path, headers=case.headers(world))
+    check_case(world, case, mode, response.status_code, response.get_json())
+
+
+def test_limited_use_token_passes_exactly_once(world: World) -> None:
+    client = make_app(world.protector()).test_client()
+    token = world.token(limited_use=True)
+    assert client.post("/once", headers={HEADER: token}).get_json() == {"sub": SUBJECT}
+    second = client.post("/once", headers={HEADER: token})
+    assert second.status_code == 401
+    assert second.get_json()["error"]["code"] == "token.consumed"
+
+
+def test_init_app_for_app_factories(world: World) -> None:
+    integrity = AppIntegrity()
+    app = Flask(__name__)
+    integrity.init_app(app, world.protector())
+
+    @app.get("/x")
+    @integrity.protect()
+    def x() -> ResponseReturnValue:
+        return jsonify({"sub": g.app_integrity.subject})
+
+    client = app.test_client()
+    assert client.get("/x", headers={HEADER: world.token()}).get_json() == {"sub": SUBJECT}
+    assert client.get("/x").status_code == 401

@@ -1,0 +1,71 @@
+"""The WSGI middleware under Werkzeug's test Client: every outcome, both modes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, JwksServer, World, check_case
+from werkzeug.test import Client
+
+from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
+from appintegrity.web import Mode, Protector
+from appintegrity.web.wsgi import AppIntegrityWSGIMiddleware
+
+
+def inner(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    claims = environ.get("app_integrity")
+    body = json.dumps({"sub": claims.subject if claims else None}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def make_client(protector: Protector) -> Client:
+    return Client(AppIntegrityWSGIMiddleware(inner, protector, routes=POLICIES))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outcome(world: World, case: Case, mode: Mode) -> None:
+    response = make_client(world.protector(mode)).get(case.path, headers=case.headers(world))
+    check_case(world, case, mode, response.status_code, response.get_json())
+
+
+def test_limited_use_token_passes_exactly_once_from_blocking_code(world: World) -> None:
+    client = make_client(world.protector())
+    token = world.token(limited_use=True)
+    assert client.post("/once", headers={HEADER: token}).get_json() == {"sub": SUBJECT}
+    second = client.post("/once", headers={HEADER: token})
+    assert second.status_code == 401
+    assert second.get_json()["error"]["code"] == "token.consumed"
+
+
+def test_unknown_kid_refreshes_the_jwks_over_http(tmp_path: Path) -> None:
+    server = JwksServer()
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url, min_refresh_interval=0))
+        server.document = build_jwks([world.key])
+        client = make_client(world.protector())
+        assert client.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        rotated = SigningKey.generate()
+        server.document = build_jwks([world.key, rotated])
+        assert client.get("/plain", headers={HEADER: world.token(key=rotated)}).status_code == 200
+        assert server.requests == 2
+        server.fail = True
+        stranger = world.token(key=SigningKey.generate())
+        response = client.get("/plain", headers={HEADER: stranger})
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "token.unverifiable"
+        world.close()
+    finally:
+        server.close()

@@ -1,0 +1,275 @@
+"""The real entry points: `appintegrity serve` killed with SIGKILL under load, and the admin CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appintegrity.encoding import b64_encode
+from appintegrity.testing.ios import SoftwareIPhone
+
+from .conftest import ADMIN_KEY, ANDROID_APP, IOS_APP, Kit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_config(kit: Kit, directory: Path) -> Path:
+    (directory / "test-root.pem").write_bytes(kit.ca.root_pem)
+    raw = kit.raw_config()
+    lines = [
+        "[server]",
+        'store = "sqlite:///service.db"',
+        'issuer = "https://integrity.test"',
+        f'admin_key = "{ADMIN_KEY}"',
+        "[tokens]",
+        "ttl_seconds = 600",
+    ]
+    for app in raw["apps"]:
+        lines.append("[[apps]]")
+        for key, value in app.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    tomllib.loads(path.read_text())
+    return path
+
+
+def start_server(config: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appintegrity",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode() if process.stderr else "exited")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the service did not start")
+
+
+def test_acknowledged_registrations_and_counters_survive_sigkill(kit: Kit, tmp_path: Path) -> None:
+    config = write_config(kit, tmp_path)
+    port = free_port()
+    process, url = start_server(config, port)
+    acknowledged: dict[str, tuple[SoftwareIPhone, int]] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    phone = kit.iphone()
+                    key_id = phone.generate_key()
+                    challenge = client.post("/v1/challenges", json={}).json()["challenge"]
+                    body = {
+                        "platform": "ios",
+                        "format": "apple-app-attest",
+                        "keyId": key_id,
+                        "challenge": challenge,
+                        "token": b64_encode(phone.attest_key(key_id, challenge)),
+                    }
+                    if client.post("/v1/registrations", json=body).status_code != 201:
+                        continue
+                    with lock:
+                        acknowledged[key_id] = (phone, 0)
+                    for _ in range(3):
+                        challenge = client.post("/v1/challenges", json={}).json()["challenge"]
+                        assertion = phone.generate_assertion(key_id, challenge)
+                        response = client.post(
+                            "/v1/assertions",
+                            json={
+                                "platform": "ios",
+                                "format": "apple-app-attest",
+                                "keyId": key_id,
+                                "payload": challenge,
+                                "token": b64_encode(assertion),
+                            },
+                        )
+                        if response.status_code == 200:
+                            with lock:
+                                acknowledged[key_id] = (phone, response.json()["counter"])
+                except (httpx.HTTPError, ValueError, KeyError):
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acknowledged) >= 5, "too little load reached the service before the kill"
+
+    process, url = start_server(config, port)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            keys = client.get(
+                "/v1/admin/keys",
+                params={"appId": IOS_APP},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            ).json()["keys"]
+            stored = {k["keyId"]: k["counter"] for k in keys}
+            for key_id, (_phone, counter) in acknowledged.items():
+                assert key_id in stored, f"acknowledged registration {key_id} was lost"
+                assert stored[key_id] >= counter, f"counter of {key_id} went backwards"
+            # A surviving key keeps working after the restart.
+            key_id, (phone, _) = next(iter(acknowledged.items()))
+            while phone.counter(key_id) < stored[key_id]:
+                phone.generate_assertion(key_id, "skip")
+            challenge = client.post("/v1/challenges", json={}).json()["challenge"]
+            response = client.post(
+                "/v1/assertions",
+                json={
+                    "platform": "ios",
+                    "format": "apple-app-attest",
+                    "keyId": key_id,
+                    "payload": challenge,
+                    "token": b64_encode(phone.generate_assertion(key_id, challenge)),
+                },
+            )
+            assert response.status_code == 200, response.text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "appintegrity", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_admin_cli_manages_debug_tokens_keys_and_signing_keys(kit: Kit, tmp_path: Path) -> None:
+    config = str(write_config(kit, tmp_path))
+    created = cli(
+        "debug-token", "create", "--app", ANDROID_APP, "--name", "CI", "--config", config, "--json"
+    )
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)
+    assert token["secret"].startswith("aidbg_")
+    listed = cli("debug-token", "list", "--config", config, "--json")
+    rows = json.loads(listed.stdout)
+    assert [r["token_id"] for r in rows] == [token["token_id"]]
+    assert token["secret"] not in listed.stdout
+    assert cli("debug-token", "revoke", token["token_id"], "--config", config).returncode == 0
+    assert json.loads(cli("debug-token", "list", "--config", config, "--json").stdout)[0][
+        "revoked_at"
+    ]
+    assert cli("debug-token", "revoke", "dt_nope", "--config", config).returncode == 1
+    unknown_app = cli("debug-token", "create", "--app", "x.y", "--name", "n", "--config", config)
+    assert unknown_app.returncode == 2
+
+    first = cli("signing-key", "rotate", "--config", config)
+    second = cli("signing-key", "rotate", "--config", config)
+    assert first.returncode == second.returncode == 0
+    keys = json.loads(cli("signing-key", "list", "--config", config, "--json").stdout)
+    assert len(keys) == 2
+    assert keys[0]["retired_at"] is None and keys[1]["retired_at"] is not None
+
+    assert json.loads(cli("keys", "list", "--config", config, "--json").stdout) == []
+    missing = cli("keys", "revoke", "A" * 43 + "=", "--config", config)
+    assert missing.returncode == 1
+    assert "no key" in missing.stderr
+
+
+def test_admin_cli_works_on_a_store_url_and_the_config_env_var(kit: Kit, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'direct.db'}"
+    assert cli("signing-key", "rotate", "--store", store).returncode == 0
+    config = write_config(kit, tmp_path)
+    listed = cli("signing-key", "list", env={"APPINTEGRITY_CONFIG": str(config)})
+    assert listed.returncode == 0
+    assert "(none)" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    "text", ["[server]\nport = 'x'\n", "[[apps]]\nid = 'a'\nplatform = 'android'\n"]
+)
+def test_serve_refuses_an_invalid_config_with_exit_2(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = cli("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_init_sample_writes_the_sample_before_starting(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "config.toml"
+    result = cli("serve", "--config", str(path), "--init-sample", "--port", "not-a-port")
+    assert result.returncode == 2  # argparse refuses the port before anything is written
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appintegrity",
+            "serve",
+            "--config",
+            str(path),
+            "--init-sample",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the sample service did not start")
+        assert path.read_text() == (REPO / "config" / "sample.toml").read_text()
+        assert (path.parent / "appintegrity.db").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

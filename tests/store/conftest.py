@@ -34,8 +34,8 @@ class Backend:
 
     async def open(self) -> Store:
         store = open_store(self.url, self.cache_url)
-        await store.migrate()
         self.opened.append(store)
+        await store.migrate()
         return store
 
     async def close_all(self) -> None:
@@ -85,7 +85,9 @@ def redis_isolated(redis_url: str) -> Iterator[str]:
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
-    # PostgreSQL, Redis and the composite join when their stores land.
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("composite", id="composite", marks=[pytest.mark.postgres, pytest.mark.redis]),
 ]
 
 

@@ -40,8 +40,22 @@ def open_store(url: str, cache_url: str | None = None) -> Store:
         from appintegrity.store.sqlite import SQLiteStore
 
         return SQLiteStore(_sqlite_path(url))
-    if scheme in _POSTGRES_SCHEMES or scheme in _REDIS_SCHEMES:
-        raise ConfigError(f"the {scheme} store is not available yet")
+    if scheme in _POSTGRES_SCHEMES:
+        from appintegrity.store.postgres import PostgresStore
+
+        durable = PostgresStore.from_url(url)
+        if cache_url is None:
+            return durable
+        if _scheme(cache_url) not in _REDIS_SCHEMES:
+            raise ConfigError("the cache URL must be redis://…")
+        from appintegrity.store.composite import CompositeStore
+        from appintegrity.store.redis import RedisStore
+
+        return CompositeStore(durable, RedisStore.from_url(cache_url))
+    if scheme in _REDIS_SCHEMES:
+        from appintegrity.store.redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise ConfigError(
         f"unknown store URL scheme {scheme!r}: use sqlite:///…, postgresql://… or redis://…"
     )

@@ -1,0 +1,130 @@
+"""`appintegrity inspect`: explains attestations, assertions and receipts; never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from appintegrity.cli import main
+from appintegrity.testing.ios import AppAttestCA, Defect, SoftwareIPhone
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+IOS27 = "apple-docs-2026-sample-ios27-prod-attestation.json"
+
+
+def _inspect_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    assert main(["inspect", *args, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert isinstance(document, dict)
+    return document
+
+
+def test_attestation_vector_file_is_explained(
+    vectors_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = _inspect_json(capsys, str(vectors_dir / "appattest" / IOS27))
+    assert document["kind"] == "apple-attestation"
+    assert document["format"] == "apple-appattest"
+    certificates = document["certificates"]
+    assert isinstance(certificates, list) and len(certificates) == 2
+    assert "Apple App Attestation CA 1" in certificates[0]["issuer"]
+    assert certificates[0]["not_after"] == "2026-04-23T18:13:12+00:00"
+    auth = document["authenticator_data"]
+    assert isinstance(auth, dict)
+    assert auth["flags"] == {"value": "0x40", "set": ["AT (attested credential data)"]}
+    assert auth["counter"] == 0
+    assert auth["aaguid"]["environment"] == "production"
+    assert auth["key_id"] == "zgSY9YSD+7TaDXssY6WlOPVS1K3Lmk+pFhlcSWE+ZV0="
+    assert auth["credential_id_is_key_id"] is True
+    assert auth["extensions"] == {
+        "apple_bundle_version_01": "1",
+        "apple_validation_category_01": "AQAAAA==",
+    }
+    receipt = document["receipt"]
+    assert isinstance(receipt, dict) and receipt["size"] == 3977
+
+
+def test_development_attestation_blob_in_text_mode(
+    vectors_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vector = json.loads(
+        (vectors_dir / "appattest" / "bas-d-chiff-dev-attestation.json").read_text()
+    )
+    blob = vector["input"]["attestation"]
+    assert main(["inspect", blob]) == 0
+    out = capsys.readouterr().out
+    assert "environment: development" in out
+    assert "kind: apple-attestation" in out
+    assert "subject:" in out
+
+
+def test_raw_assertion_file_is_explained(
+    tmp_path: Path, vectors_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vector = json.loads((vectors_dir / "appattest" / "bas-d-chiff-dev-assertion.json").read_text())
+    path = tmp_path / "assertion.cbor"
+    path.write_bytes(base64.b64decode(vector["input"]["assertion"]))
+    document = _inspect_json(capsys, str(path))
+    assert document["kind"] == "apple-assertion"
+    auth = document["authenticator_data"]
+    assert isinstance(auth, dict) and auth["counter"] == 3
+
+
+def test_test_kit_objects_from_stdin() -> None:
+    ca = AppAttestCA.generate(now=NOW)
+    phone = SoftwareIPhone("ABCDE12345.com.example.inspect", ca=ca, environment="development")
+    key_id = phone.generate_key()
+    attestation = phone.attest_key(key_id, "c", now=NOW, defect=Defect.IOS27_EXTENSIONS)
+    result = subprocess.run(
+        [sys.executable, "-m", "appintegrity", "inspect", "-", "--json"],
+        input=base64.urlsafe_b64encode(attestation).rstrip(b"="),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["authenticator_data"]["key_id"] == key_id
+    assert document["authenticator_data"]["aaguid"]["environment"] == "development"
+    assert document["authenticator_data"]["extensions"]["apple_bundle_version_01"] == "1"
+    # A test CA is not Apple's: the chain is reported untrusted, without failing the command.
+    assert document["chain"]["trusted"] is False
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        "garbage",
+        "!!!not base64!!!",
+        base64.b64encode(b"\xa1\x01\x02").decode(),  # CBOR, but neither object
+        base64.b64encode(b"\xa3\x63fmt\x64none\x67attStmt\xa0\x68authData\x40").decode(),
+        base64.b64encode(b"\xa2\x69signature\x40\x71authenticatorData\x41\x00").decode(),
+    ],
+)
+def test_malformed_input_exits_1_with_a_message(blob: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "appintegrity", "inspect", blob],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_play_integrity_token_is_handed_over(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["inspect", "aaaa.bbbb.cccc.dddd.eeee"])
+    captured = capsys.readouterr()
+    # Routed to the Play Integrity explainer (installed or not), never parsed as App Attest.
+    assert status in (1, 2)
+    assert "App Attest" not in captured.err
+    if status == 2:
+        assert "Play Integrity support not installed yet" in captured.err

@@ -13,6 +13,7 @@ cannot be weakened: without them a verdict proves nothing about this request.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-from appintegrity.encoding import EncodingError, b64decode_lenient
+from appintegrity.encoding import EncodingError, b64decode_lenient, b64url_encode
 from appintegrity.errors import ConfigError, Reason
 from appintegrity.google.verdict import UNEVALUATED, DeviceLevel, IntegrityVerdict
 
@@ -295,12 +296,20 @@ def _same_nonce(found: str | None, expected: str) -> bool:
 
 def _digest_allowed(digests: Iterable[str], allowed: frozenset[bytes]) -> bool:
     for digest in digests:
+        if digest in _play_spellings(allowed):  # fast path: Play's own spelling
+            return True
         try:
             if b64decode_lenient(digest) in allowed:
                 return True
         except EncodingError:
             continue
     return False
+
+
+@functools.lru_cache(maxsize=64)
+def _play_spellings(allowed: frozenset[bytes]) -> frozenset[str]:
+    """The allowed digests as Play writes them: URL-safe base64 without padding."""
+    return frozenset(b64url_encode(digest) for digest in allowed)
 
 
 def evaluate_verdict(

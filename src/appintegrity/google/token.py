@@ -13,10 +13,8 @@ interoperability check against an independent implementation.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,7 +34,6 @@ __all__ = ["MAX_TOKEN_LENGTH", "PlayIntegrityKeys", "decode_token_locally", "rea
 # Real tokens are a few kilobytes; anything far larger is refused before any work is done.
 MAX_TOKEN_LENGTH = 64 * 1024
 
-_B64URL = re.compile(r"\A[A-Za-z0-9_-]*\Z")
 _ES256 = ec.ECDSA(hashes.SHA256())
 _JWE_ALG = "A256KW"
 _JWE_ENC = "A256GCM"
@@ -87,13 +84,20 @@ def _fail(reason: Reason, message: str) -> GoogleVerificationError:
     return GoogleVerificationError(reason, message)
 
 
+# base64url -> standard alphabet; characters of the standard alphabet and padding (not allowed in
+# JOSE) become "!", which binascii's strict mode refuses along with anything else outside it.
+_FROM_B64URL = bytes.maketrans(b"-_+/=", b"+/!!!")
+_PADDING = (b"", b"", b"==", b"=")
+
+
 def _b64url(segment: str, what: str) -> bytes:
     """Strict JOSE base64url: URL-safe alphabet, no padding, no whitespace."""
-    if not _B64URL.match(segment) or len(segment) % 4 == 1:
-        raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex rules this out
+        data = segment.encode("ascii").translate(_FROM_B64URL)
+        if len(data) % 4 == 1:
+            raise ValueError("impossible length")
+        return binascii.a2b_base64(data + _PADDING[len(data) % 4], strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not base64url") from exc
 
 
@@ -141,6 +145,21 @@ def _check_header(
             raise _fail(reason, f"unsupported header parameter {name!r}")
 
 
+# Play uses a handful of distinct header spellings: once one has been parsed and accepted, its
+# encoded form is remembered, so later tokens skip the base64 and JSON work. Only accepted headers
+# are kept, and only a few, so the cache can neither grow nor change a decision.
+_ACCEPTED_HEADERS: dict[str, bool] = {}
+_MAX_ACCEPTED_HEADERS = 32
+
+
+def _accept_header(header_b64: str, what: str, expected: Mapping[str, str], reason: Reason) -> None:
+    if header_b64 in _ACCEPTED_HEADERS:
+        return
+    _check_header(_json_object(_b64url(header_b64, what), what), expected, reason)
+    if len(_ACCEPTED_HEADERS) < _MAX_ACCEPTED_HEADERS:
+        _ACCEPTED_HEADERS[header_b64] = True
+
+
 def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, object]:
     """Decrypt and verify a Play Integrity token; return its payload (the verdict JSON object).
 
@@ -154,8 +173,12 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
         token, 5, "integrity token (compact JWE)"
     )
     # Google step 1: decrypt the JWE (RFC 7516 §5.2) with the response decryption key.
-    header = _json_object(_b64url(header_b64, "JWE header"), "JWE header")
-    _check_header(header, {"alg": _JWE_ALG, "enc": _JWE_ENC}, Reason.GOOGLE_DECRYPTION_FAILED)
+    _accept_header(
+        header_b64,
+        "JWE header",
+        {"alg": _JWE_ALG, "enc": _JWE_ENC},
+        Reason.GOOGLE_DECRYPTION_FAILED,
+    )
     wrapped_key = _b64url(key_b64, "JWE encrypted key")
     iv = _b64url(iv_b64, "JWE initialization vector")
     ciphertext = _b64url(ciphertext_b64, "JWE ciphertext")
@@ -179,8 +202,7 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
     except UnicodeDecodeError as exc:
         raise _fail(Reason.GOOGLE_MALFORMED, "the decrypted content is not a compact JWS") from exc
     jws_header_b64, payload_b64, signature_b64 = _split(jws, 3, "decrypted content (compact JWS)")
-    jws_header = _json_object(_b64url(jws_header_b64, "JWS header"), "JWS header")
-    _check_header(jws_header, {"alg": _JWS_ALG}, Reason.GOOGLE_SIGNATURE_INVALID)
+    _accept_header(jws_header_b64, "JWS header", {"alg": _JWS_ALG}, Reason.GOOGLE_SIGNATURE_INVALID)
     signature = _b64url(signature_b64, "JWS signature")
     if len(signature) != 64:
         raise _fail(

@@ -84,8 +84,8 @@ def _section(
 
 def _text(section: Mapping[str, object], path: str, name: str) -> str | None:
     value = section.get(name)
-    if value is None or isinstance(value, str):
-        return value
+    if value is None or type(value) is str or isinstance(value, str):
+        return str(value) if value is not None else None
     raise _malformed(f"{path}.{name} must be a string")
 
 
@@ -105,8 +105,10 @@ def _texts(section: Mapping[str, object], path: str, name: str) -> tuple[str, ..
     value = section.get(name)
     if value is None:
         return None
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
+    if isinstance(value, list):
+        result = tuple(value)
+        if all(type(item) is str or isinstance(item, str) for item in result):
+            return result
     raise _malformed(f"{path}.{name} must be a list of strings")
 
 

@@ -156,3 +156,26 @@ async def test_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreUnavailableError):
         await store.ping()
+
+
+def test_cli_migrate_and_purge(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    for action, expected in (("migrate", "schema up to date"), ("purge", "purged 0 expired")):
+        done = subprocess.run(
+            [sys.executable, "-m", "appintegrity", "db", action, "--store", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
+    assert (tmp_path / "cli.db").exists()
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "appintegrity", "db", "migrate", "--store", "mysql://x/y"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "unknown store URL scheme" in refused.stderr

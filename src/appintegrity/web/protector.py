@@ -11,8 +11,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from appintegrity.errors import Code
 from appintegrity.tokens import (
@@ -53,8 +53,7 @@ _OUTCOME_OF_CODE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What the protector concluded for one request.
 
     ``allowed`` is what the adapter does; ``error`` is what enforcement answers (or would

@@ -74,7 +74,7 @@ def conclude(path: Path) -> tuple[int, dict[str, object], Mapping[str, Any] | No
     except AppIntegrityError as exc:
         # Not a verdict on the object: the vector's own material (keys, roots) is unusable.
         return UNUSABLE, {"valid": None, "error": exc.code, "message": exc.message}, None
-    return VALID, {**result, "valid": True}, vector
+    return VALID, {"valid": True, **result}, vector
 
 
 def _read(path: Path) -> Mapping[str, Any]:

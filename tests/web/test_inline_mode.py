@@ -1,0 +1,195 @@
+"""Inline mode over Starlette's TestClient: App Attest assertions and Play Integrity tokens
+verified in the middleware with the core verifiers and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from appintegrity.apple import AppAttestVerifier
+from appintegrity.encoding import b64_encode
+from appintegrity.google import PlayIntegrityPolicy, PlayIntegrityVerifier
+from appintegrity.google.nonce import request_hash
+from appintegrity.store import DeviceKey, open_store
+from appintegrity.testing.android import SoftwareAndroidDevice
+from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
+from appintegrity.web import Mode, RoutePolicy, WebMetrics
+from appintegrity.web.inline import (
+    ASSERTION_HEADER,
+    KEY_ID_HEADER,
+    PLAY_INTEGRITY_HEADER,
+    InlineMiddleware,
+    InlineVerifier,
+)
+
+IOS_APP = "TEAM123456.com.example.app"
+ANDROID_APP = "com.example.app"
+BODY = b'{"item":"gold","quantity":1}'
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.store = open_store(f"sqlite:///{tmp_path / 'inline.db'}")
+        ca = AppAttestCA.generate()
+        self.phone = SoftwareIPhone(IOS_APP, ca=ca)
+        self.key_id = self.phone.generate_key()
+        now = datetime.now(UTC)
+        # What the service's registration would have stored for this key.
+        key = DeviceKey(
+            key_id=self.key_id,
+            app_id=IOS_APP,
+            platform="ios",
+            public_key=self.phone.public_key(self.key_id),
+            counter=0,
+            environment="production",
+            receipt=None,
+            risk_metric=None,
+            created_at=now,
+            last_seen_at=now,
+        )
+        assert asyncio.run(self.store.add_key(key))
+        self.android = SoftwareAndroidDevice(ANDROID_APP)
+        policy = PlayIntegrityPolicy(
+            package_name=ANDROID_APP, certificate_digests=(self.android.certificate_digest,)
+        )
+        self.verifier = InlineVerifier(
+            self.store,
+            apple=AppAttestVerifier(IOS_APP, trust_roots=ca.trust_roots),
+            google=PlayIntegrityVerifier(policy, keys=self.android.keys.as_keys()),
+        )
+        self.metrics = WebMetrics(CollectorRegistry())
+
+    def client(self, mode: Mode = Mode.ENFORCE) -> TestClient:
+        async def handler(request: Request) -> JSONResponse:
+            proof = getattr(request.state, "app_integrity", None)
+            body = await request.body()
+            return JSONResponse(
+                {
+                    "platform": proof.platform if proof else None,
+                    "decision": proof.decision if proof else None,
+                    "echo": body.decode(),
+                }
+            )
+
+        routes = {"/buy": RoutePolicy(), "/browse": RoutePolicy(accept_limit=True)}
+        app = Starlette(
+            routes=[Route(p, handler, methods=["POST"]) for p in routes],
+            middleware=[
+                Middleware(
+                    InlineMiddleware,
+                    verifier=self.verifier,
+                    routes=routes,
+                    mode=mode,
+                    metrics=self.metrics,
+                )
+            ],
+        )
+        return TestClient(app)
+
+    def assertion_headers(self, body: bytes = BODY) -> dict[str, str]:
+        assertion = self.phone.generate_assertion(self.key_id, body)
+        return {KEY_ID_HEADER: self.key_id, ASSERTION_HEADER: b64_encode(assertion)}
+
+    def play_headers(self, body: bytes = BODY, **overrides: object) -> dict[str, str]:
+        token = self.android.request_integrity_token(
+            request_hash=request_hash(body), now=datetime.now(UTC), **overrides
+        )
+        return {PLAY_INTEGRITY_HEADER: token}
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    asyncio.run(r.store.close())
+
+
+def error_code(response: object) -> str:
+    return response.json()["error"]["code"]  # type: ignore[attr-defined, no-any-return]
+
+
+def test_app_attest_assertion_passes_and_the_app_still_reads_the_body(rig: Rig) -> None:
+    response = rig.client().post("/buy", content=BODY, headers=rig.assertion_headers())
+    assert response.status_code == 200
+    assert response.json() == {"platform": "ios", "decision": "allow", "echo": BODY.decode()}
+    stored = asyncio.run(rig.store.get_key(rig.key_id))
+    assert stored is not None and stored.counter == 1
+    assert rig.metrics.count(route="/buy", reason="verified") == 1
+
+
+def test_replayed_assertion_is_refused(rig: Rig) -> None:
+    client = rig.client()
+    headers = rig.assertion_headers()
+    assert client.post("/buy", content=BODY, headers=headers).status_code == 200
+    replay = client.post("/buy", content=BODY, headers=headers)
+    assert replay.status_code == 401
+    assert error_code(replay) == "apple.counter_invalid"
+
+
+def test_assertion_over_another_body_is_refused(rig: Rig) -> None:
+    headers = rig.assertion_headers(b'{"item":"gold","quantity":1000}')
+    response = rig.client().post("/buy", content=BODY, headers=headers)
+    assert response.status_code == 401
+    assert error_code(response) == "apple.signature_invalid"
+
+
+def test_unknown_and_revoked_keys_are_refused(rig: Rig) -> None:
+    stranger = rig.phone.generate_key()
+    headers = {
+        KEY_ID_HEADER: stranger,
+        ASSERTION_HEADER: b64_encode(rig.phone.generate_assertion(stranger, BODY)),
+    }
+    response = rig.client().post("/buy", content=BODY, headers=headers)
+    assert (response.status_code, error_code(response)) == (401, "key.unknown")
+    asyncio.run(rig.store.revoke_key(rig.key_id, datetime.now(UTC)))
+    response = rig.client().post("/buy", content=BODY, headers=rig.assertion_headers())
+    assert (response.status_code, error_code(response)) == (403, "key.revoked")
+
+
+def test_missing_proof_is_refused_in_enforce_and_counted_in_monitor(rig: Rig) -> None:
+    response = rig.client().post("/buy", content=BODY)
+    assert (response.status_code, error_code(response)) == (401, "token.missing")
+    watched = rig.client(Mode.MONITOR).post("/buy", content=BODY)
+    assert watched.status_code == 200
+    assert watched.json()["platform"] is None
+    assert rig.metrics.count(reason="missing", action="allowed", mode="monitor") == 1
+    assert rig.metrics.count(reason="missing", action="refused", mode="enforce") == 1
+
+
+def test_play_integrity_token_bound_to_the_body_passes_once(rig: Rig) -> None:
+    client = rig.client()
+    headers = rig.play_headers()
+    response = client.post("/buy", content=BODY, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["platform"] == "android"
+    replay = client.post("/buy", content=BODY, headers=headers)
+    assert (replay.status_code, error_code(replay)) == (401, "token.consumed")
+
+
+def test_play_integrity_token_for_another_body_is_refused(rig: Rig) -> None:
+    headers = rig.play_headers(b"something else")
+    response = rig.client().post("/buy", content=BODY, headers=headers)
+    assert (response.status_code, error_code(response)) == (401, "google.request_hash_mismatch")
+
+
+def test_oversized_body_is_413_even_in_monitor_mode(rig: Rig) -> None:
+    big = b"x" * ((1 << 20) + 1)
+    response = rig.client(Mode.MONITOR).post("/buy", content=big)
+    assert (response.status_code, error_code(response)) == (413, "request.too_large")
+
+
+def test_play_verdict_refusal_is_403_with_the_rule_as_code(rig: Rig) -> None:
+    headers = rig.play_headers(licensing="UNLICENSED")
+    response = rig.client().post("/buy", content=BODY, headers=headers)
+    assert (response.status_code, error_code(response)) == (403, "google.unlicensed")

@@ -403,6 +403,7 @@ class SQLiteStore:
     # Token ids ---------------------------------------------------------------------------
 
     async def consume_token_id(self, jti: str, expires_at: datetime, now: datetime) -> bool:
+        to_micros(now)  # refuses naive datetimes, like every other method
         params = (jti, to_micros(expires_at))
 
         def insert(conn: sqlite3.Connection) -> bool:

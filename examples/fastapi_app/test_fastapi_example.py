@@ -116,3 +116,14 @@ def test_monitor_mode_lets_a_missing_token_through_and_counts_it(
         assert response.json() == {"purchased": True, "app": None}
         after = counted(client.get("/metrics").text, **labels)
     assert after - before == 1
+
+
+def test_api_expecting_another_audience_refuses_the_token(
+    integrity_service: RunningService,
+) -> None:
+    env = integrity_service.env(APPINTEGRITY_AUDIENCE="https://another-api.example")
+    with TestClient(create_app(env)) as client:
+        token = integrity_service.ios_token()
+        response = client.post("/purchases", headers={HEADER: token})
+    assert (response.status_code, error_code(response)) == (401, "token.invalid")
+    assert "aud" in response.json()["error"]["message"]

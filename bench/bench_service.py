@@ -288,8 +288,8 @@ def run_load(
     instances: int = 1,
     *,
     workers: int = 1,
-    connections: int = 16,
-    per_connection: int = 500,
+    connections: int = 8,
+    per_connection: int = 1000,
     warmup: int = 20,
     label: str | None = None,
 ) -> ServiceLoad:
@@ -397,7 +397,7 @@ def main() -> None:
         "  assertion exchange = one POST /v1/assertions (iOS) with a challenge fetched\n"
         "  beforehand: challenge consumed, key loaded, signature verified, counter advanced,\n"
         "  app token signed. Load generator: a separate process, raw HTTP/1.1 keep-alive,\n"
-        f"  16 connections, closed loop; {os.cpu_count()} CPU cores shared with the service."
+        f"  8 connections, closed loop; {os.cpu_count()} CPU cores shared with the service."
     )
     load = run_load()
     report(load.exchanges, load.challenges)

@@ -8,6 +8,7 @@ in Apple's order: chain, nonce, key id, RP ID, counter, aaguid, credential id.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -193,6 +194,15 @@ def client_data_hash_for(challenge: str | bytes | None, client_data_hash: bytes 
 
 
 def _expected_key_id(key_id: str | bytes) -> bytes:
+    if isinstance(key_id, str) and len(key_id) == 44:
+        # The device APIs' own spelling (padded standard base64) is by far the most common.
+        try:
+            raw = binascii.a2b_base64(key_id, strict_mode=True)
+        except (binascii.Error, ValueError):
+            pass
+        else:
+            if len(raw) == 32:
+                return raw
     try:
         return normalize_key_id(key_id)
     except EncodingError as exc:

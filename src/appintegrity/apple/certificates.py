@@ -173,6 +173,7 @@ class _Issuer:
     der: bytes
     public_key: CertificatePublicKeyTypes
     ca_checked_depths: set[int]
+    anchor: _Issuer | None = None  # the trust root named as its issuer, once looked up
 
 
 def _issuer_record(certificate: x509.Certificate, der: bytes, what: str) -> _Issuer:
@@ -262,7 +263,13 @@ class ChainVerifier:
             for index, der in enumerate(ders[1:], start=1)
         ]
         if anchor is None:
-            anchor = self._find_anchor(issuers[-1].certificate if issuers else leaf)
+            if issuers:
+                top = issuers[-1]
+                if top.anchor is None:
+                    top.anchor = self._find_anchor(top.certificate)
+                anchor = top.anchor
+            else:
+                anchor = self._find_anchor(leaf)
 
         # Validity of every certificate at `now`, on every call.
         check_validity(leaf, now, "the credential certificate (x5c[0])")

@@ -66,3 +66,19 @@ def test_init_app_for_app_factories(world: World) -> None:
     client = app.test_client()
     assert client.get("/x", headers={HEADER: world.token()}).get_json() == {"sub": SUBJECT}
     assert client.get("/x").status_code == 401
+
+
+def test_one_extension_on_two_apps_keeps_each_apps_protector(world: World) -> None:
+    integrity = AppIntegrity()
+    enforcing, monitoring = Flask("enforcing"), Flask("monitoring")
+    integrity.init_app(enforcing, world.protector(Mode.ENFORCE))
+    integrity.init_app(monitoring, world.protector(Mode.MONITOR))
+    for app in (enforcing, monitoring):
+
+        @app.get("/x")
+        @integrity.protect()
+        def x() -> ResponseReturnValue:
+            return jsonify({"ok": True})
+
+    assert enforcing.test_client().get("/x").status_code == 401
+    assert monitoring.test_client().get("/x").status_code == 200

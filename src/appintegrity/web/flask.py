@@ -24,7 +24,8 @@ EXTENSION_KEY = "app_integrity"
 
 
 class AppIntegrity:
-    """The Flask extension: one protector per app (``init_app`` for app factories)."""
+    """The Flask extension. Each app keeps its own protector (in ``app.extensions``), so one
+    extension object shared by an app factory never lets one app's settings leak into another's."""
 
     def __init__(self, app: Flask | None = None, protector: Protector | None = None) -> None:
         self.protector = protector
@@ -32,17 +33,17 @@ class AppIntegrity:
             self.init_app(app, protector)
 
     def init_app(self, app: Flask, protector: Protector | None = None) -> None:
-        if protector is not None:
-            self.protector = protector
-        if self.protector is None:
+        chosen = protector or self.protector
+        if chosen is None:
             raise ValueError("AppIntegrity needs a Protector")
-        app.extensions[EXTENSION_KEY] = self
+        if self.protector is None:
+            self.protector = chosen
+        app.extensions[EXTENSION_KEY] = chosen
 
     def _protector(self) -> Protector:
-        extension = current_app.extensions.get(EXTENSION_KEY, self)
-        active = extension.protector if isinstance(extension, AppIntegrity) else None
-        if active is None:
-            raise RuntimeError("AppIntegrity was not initialised with a Protector")
+        active = current_app.extensions.get(EXTENSION_KEY)
+        if not isinstance(active, Protector):
+            raise RuntimeError("AppIntegrity was not initialised on this app with a Protector")
         return active
 
     def protect(self, policy: RoutePolicy | None = None) -> Callable[[F], F]:

@@ -60,7 +60,7 @@ def test_limited_use_token_passes_exactly_once_through_the_sqlite_store(world: W
     first = client.post("/once", headers={HEADER: token})
     second = client.post("/once", headers={HEADER: token})
     assert first.status_code == 200 and first.json() == {"sub": SUBJECT}
-    assert second.status_code == 401
+    assert second.status_code == 409
     assert second.json()["error"]["code"] == "token.consumed"
     assert world.metrics.count(route="/once", reason="consumed", action="refused") == 1
 

@@ -98,7 +98,7 @@ def test_limited_use_token_passes_exactly_once(world: World) -> None:
         token = world.token(limited_use=True)
         assert client.post("/once", headers={HEADER: token}).json() == {"sub": SUBJECT}
         second = client.post("/once", headers={HEADER: token})
-        assert (second.status_code, second.json()["error"]["code"]) == (401, "token.consumed")
+        assert (second.status_code, second.json()["error"]["code"]) == (409, "token.consumed")
 
 
 def test_decorator_works_without_the_middleware(world: World) -> None:

@@ -57,7 +57,7 @@ def test_limited_use_token_passes_exactly_once(world: World) -> None:
     token = world.token(limited_use=True)
     assert client.post("/once", headers={HEADER: token}).json() == {"sub": SUBJECT}
     second = client.post("/once", headers={HEADER: token})
-    assert (second.status_code, second.json()["error"]["code"]) == (401, "token.consumed")
+    assert (second.status_code, second.json()["error"]["code"]) == (409, "token.consumed")
 
 
 def test_path_template_is_the_metrics_label(world: World) -> None:

@@ -174,7 +174,7 @@ def test_play_integrity_token_bound_to_the_body_passes_once(rig: Rig) -> None:
     assert response.status_code == 200
     assert response.json()["platform"] == "android"
     replay = client.post("/buy", content=BODY, headers=headers)
-    assert (replay.status_code, error_code(replay)) == (401, "token.consumed")
+    assert (replay.status_code, error_code(replay)) == (409, "token.consumed")
 
 
 def test_play_integrity_token_for_another_body_is_refused(rig: Rig) -> None:

@@ -46,7 +46,7 @@ def test_limited_use_token_passes_exactly_once_from_blocking_code(world: World) 
     token = world.token(limited_use=True)
     assert client.post("/once", headers={HEADER: token}).get_json() == {"sub": SUBJECT}
     second = client.post("/once", headers={HEADER: token})
-    assert second.status_code == 401
+    assert second.status_code == 409
     assert second.get_json()["error"]["code"] == "token.consumed"
 
 

@@ -302,7 +302,7 @@ class TokenVerifyServer:
             return 401, {"error": {"code": error.code, "message": error.message}}
         if request.get("consume"):
             if claims.jti in self.consumed:
-                return 401, {"error": {"code": "token.consumed", "message": "used"}}
+                return 409, {"error": {"code": "token.consumed", "message": "used"}}
             self.consumed.add(claims.jti)
         return 200, {"valid": True, "claims": dict(claims.raw)}
 

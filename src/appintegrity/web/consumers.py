@@ -139,7 +139,7 @@ class StoreTokenConsumer:
         except StoreUnavailableError as exc:
             raise _unavailable(f"cannot record the token as used: {exc.message}") from exc
         if not first:
-            raise TokenError(Code.TOKEN_CONSUMED, "this limited-use token was already used")
+            raise TokenError(Code.TOKEN_CONSUMED, "this limited-use token was already used", 409)
 
     def consume(self, token: str, claims: AppTokenClaims) -> None:
         try:

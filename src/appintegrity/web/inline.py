@@ -142,7 +142,7 @@ class InlineVerifier:
             raise _refused(code, f"Play Integrity verdict refused: {reasons}", status)
         token_id = "play:" + b64url_encode(hashlib.sha256(token.encode()).digest())
         if not await self.store.consume_token_id(token_id, now + self.play_replay_window, now):
-            raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before")
+            raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before", 409)
         return DeviceProof(
             "android",
             self.google.policy.package_name,

@@ -73,6 +73,7 @@ class Code(StrEnum):
     TOKEN_LIMITED_DECISION = "token.limited_decision"
     TOKEN_NOT_LIMITED_USE = "token.not_limited_use"
     TOKEN_BINDING_MISMATCH = "token.binding_mismatch"
+    TOKEN_UNVERIFIABLE = "token.unverifiable"
     APP_UNKNOWN = "app.unknown"
     DECISION_BLOCKED = "decision.blocked"
     REQUEST_INVALID = "request.invalid"

@@ -32,7 +32,7 @@ from appintegrity.tokens.signing import ALGORITHM
 if TYPE_CHECKING:
     from appintegrity.tokens.jwks import JwksSource
 
-TOKEN_UNVERIFIABLE = "token.unverifiable"
+TOKEN_UNVERIFIABLE = Code.TOKEN_UNVERIFIABLE
 """Code for "the keys to check this token cannot be fetched right now" (HTTP 503)."""
 
 MAX_TOKEN_LENGTH = 8192

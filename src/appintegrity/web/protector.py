@@ -45,7 +45,7 @@ class Outcome(StrEnum):
     BINDING = "binding"
 
 
-_OUTCOME_OF_CODE = {
+_OUTCOME_OF_CODE: dict[str, Outcome] = {
     Code.TOKEN_MISSING: Outcome.MISSING,
     Code.TOKEN_EXPIRED: Outcome.EXPIRED,
     Code.TOKEN_CONSUMED: Outcome.CONSUMED,

@@ -1,0 +1,106 @@
+"""Android through Google's decode API (a fake over real HTTP), and signing-key rotation made
+elsewhere (the CLI on the shared store) reaching a running instance."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appintegrity.service import create_app
+from appintegrity.service.server import BackgroundServer
+from appintegrity.testing.fake_google import FakeGoogleServer
+
+from .conftest import ANDROID_APP, CERT_DIGEST, Kit, MutableClock, Service, error_of
+
+
+@pytest.fixture(scope="module")
+def google_backed(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    directory: Path = tmp_path_factory.mktemp("google")
+    with FakeGoogleServer() as google:
+        google.register(ANDROID_APP, kit.play_keys)
+        account = directory / "service-account.json"
+        account.write_text(json.dumps(google.make_service_account()))
+        raw = kit.raw_config()
+        raw["server"]["store"] = f"sqlite:///{directory / 'google.db'}"
+        raw["apps"] = [
+            {
+                "id": ANDROID_APP,
+                "platform": "android",
+                "service_account_file": str(account),
+                "google_api_base_url": google.url,
+                "google_token_uri": google.token_uri,
+                "certificate_digests": [CERT_DIGEST],
+            }
+        ]
+        config = kit.config(raw)
+        clock = MutableClock()
+        with (
+            BackgroundServer(create_app(config, clock=clock)) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
+            service = Service(server.url, client, clock, kit, config, config.server.store)
+            service.google = google  # type: ignore[attr-defined]
+            yield service
+
+
+def test_standard_request_decoded_by_google_is_allowed(google_backed: Service) -> None:
+    response = google_backed.post("/v1/assertions", google_backed.android_body())
+    assert response.status_code == 200, response.text
+    assert response.json()["decision"] == "allow"
+
+
+def test_tampered_payload_is_refused_on_the_google_path_too(google_backed: Service) -> None:
+    body = google_backed.android_body()
+    body["payload"] = body["payload"].replace("redeem", "refund")
+    response = google_backed.post("/v1/assertions", body)
+    assert (response.status_code, error_of(response)) == (401, "google.request_hash_mismatch")
+
+
+def test_google_quota_exhaustion_is_429(google_backed: Service) -> None:
+    google: FakeGoogleServer = google_backed.google  # type: ignore[attr-defined]
+    google.fail_next(429, count=10)  # more than the decoder's retries; the last test here
+    response = google_backed.post("/v1/assertions", google_backed.android_body())
+    assert (response.status_code, error_of(response)) == (429, "google.api_quota_exceeded")
+
+
+def test_rotation_by_the_cli_on_the_shared_store_reaches_the_running_service(
+    service: Service,
+) -> None:
+    before = {k["kid"] for k in service.client.get("/.well-known/jwks.json").json()["keys"]}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appintegrity",
+            "signing-key",
+            "rotate",
+            "--store",
+            service.store_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while True:
+        kids = {k["kid"] for k in service.client.get("/.well-known/jwks.json").json()["keys"]}
+        if kids - before:
+            break
+        assert time.monotonic() < deadline, "the rotation never reached the service"
+        time.sleep(0.1)
+    (new_kid,) = kids - before
+    assert before <= kids  # the old keys keep verifying
+    token = service.post("/v1/assertions", service.android_body()).json()["appToken"]
+    claims = service.post("/v1/tokens/verify", {"token": token}).json()["claims"]
+    assert claims["sub"] == ANDROID_APP
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==").decode())
+    assert header["kid"] == new_kid

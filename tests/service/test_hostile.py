@@ -171,3 +171,29 @@ def test_arbitrary_json_never_causes_a_server_error(
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         error_of(response)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    token=st.binary(min_size=1, max_size=600)
+    | st.builds(
+        lambda prefix, rest: prefix + rest,
+        st.sampled_from([b"\xa3cfmtoapple-appattest", b"\xa2", b"\xbf", b"\xd9\xd9\xf7", b"\xa1"]),
+        st.binary(max_size=300),
+    )
+)
+def test_arbitrary_attestation_bytes_are_refused_as_apple_errors(
+    service: Service, token: bytes
+) -> None:
+    import base64
+
+    phone = service.kit.iphone()
+    body = service.registration_body(phone)
+    body["token"] = base64.b64encode(token).decode()
+    response = service.post("/v1/registrations", body)
+    assert response.status_code in (400, 401, 409), response.text
+    assert error_of(response).startswith("apple.")

@@ -78,6 +78,18 @@ def test_registration_accepts_a_hex_key_id_and_answers_the_canonical_one(
     assert response.json()["keyId"] == key_id
 
 
+def test_registration_with_the_raw_challenge_bytes_as_client_data_hash(service: Service) -> None:
+    """Apps that pass the server's 32 random bytes to attestKey unhashed (Apple's samples)."""
+    phone = service.kit.iphone()
+    key_id = phone.generate_key()
+    challenge = service.challenge("attestation")
+    raw = base64.urlsafe_b64decode(challenge + "=")
+    body = service.registration_body(phone, key_id, challenge=challenge)
+    body["token"] = base64.b64encode(phone.attest_key(key_id, client_data_hash=raw)).decode()
+    response = service.post("/v1/registrations", body)
+    assert response.status_code == 201, response.text
+
+
 def test_development_app_registers_in_development(service: Service) -> None:
     phone = service.kit.iphone(IOS_DEV_APP, environment="development")
     response = service.post("/v1/registrations", service.registration_body(phone))

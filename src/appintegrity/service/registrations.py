@@ -8,7 +8,9 @@ Order (each step's failure is final): validate the body → rate limit → consu
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
+from appintegrity.apple.attestation import AppAttestVerifier, AttestedKey
 from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient, normalize_key_id
 from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code, Reason
 from appintegrity.service.errors import service_error
@@ -34,6 +36,36 @@ def decode_apple_object(text: str, what: str) -> bytes:
         raise AppleVerificationError(Reason.APPLE_MALFORMED, f"{what} is not base64") from exc
 
 
+def _verify(
+    verifier: AppAttestVerifier, attestation: bytes, key_id: str, challenge: str, now: datetime
+) -> AttestedKey:
+    """Apple's steps with clientDataHash = SHA-256(challenge text), as the client SDKs do it.
+
+    Some apps (Apple's own samples among them) pass the server's random bytes themselves as
+    the clientDataHash: when the nonce does not match, the challenge's 32 decoded bytes are
+    tried as the clientDataHash. Both are bound to the same one-time challenge.
+    """
+    try:
+        return verifier.verify_attestation(
+            attestation, key_id=key_id, challenge=challenge.encode("utf-8"), now=now
+        )
+    except AppleVerificationError as exc:
+        if exc.reason != Reason.APPLE_NONCE_MISMATCH:
+            raise
+        try:
+            raw = b64decode_lenient(challenge)
+        except EncodingError:
+            raise exc from None
+        if len(raw) != 32:
+            raise
+        try:
+            return verifier.verify_attestation(
+                attestation, key_id=key_id, client_data_hash=raw, now=now
+            )
+        except AppleVerificationError:
+            raise exc from None
+
+
 async def register(
     service: IntegrityService, body: RegistrationRequest, client: str
 ) -> dict[str, object]:
@@ -46,9 +78,7 @@ async def register(
         await service.challenges.consume(body.challenge, purpose="attestation", key_id=key_id)
         app = service.apps.ios_for_attestation(attestation)
         now = service.clock()
-        attested = app.verifier.verify_attestation(
-            attestation, key_id=key_id, challenge=body.challenge.encode("utf-8"), now=now
-        )
+        attested = _verify(app.verifier, attestation, key_id, body.challenge, now)
         app_id = attested.app_id
         record = DeviceKey(
             key_id=key_id,

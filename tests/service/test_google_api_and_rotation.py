@@ -104,3 +104,23 @@ def test_rotation_by_the_cli_on_the_shared_store_reaches_the_running_service(
     assert claims["sub"] == ANDROID_APP
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==").decode())
     assert header["kid"] == new_kid
+
+
+def test_retired_signing_keys_leave_the_jwks_once_their_tokens_have_expired(
+    service: Service,
+) -> None:
+    rotated = service.post("/v1/admin/signing-keys/rotate", headers=service.admin()).json()
+    active = rotated["active"]
+    retired = {k["kid"] for k in rotated["keys"] if k["kid"] != active}
+    assert retired
+    published = {k["kid"] for k in service.client.get("/.well-known/jwks.json").json()["keys"]}
+    assert retired <= published
+    service.clock.advance(seconds=600 + 30 + 5)  # longest TTL + leeway, and a little
+    deadline = time.monotonic() + 10
+    while True:
+        published = {k["kid"] for k in service.client.get("/.well-known/jwks.json").json()["keys"]}
+        if not published & retired:
+            break
+        assert time.monotonic() < deadline, "retired keys were never dropped"
+        time.sleep(0.1)
+    assert published == {active}

@@ -86,7 +86,7 @@ async def assert_android(
     service: IntegrityService, body: AndroidAssertionRequest, client: str
 ) -> dict[str, object]:
     started = time.perf_counter()
-    app_id = body.appId or ""
+    app_id = ""  # only configured ids reach logs and metrics, never client text
     try:
         app = service.apps.android(body.appId)
         app_id = app.config.id

@@ -1,0 +1,1 @@
+"""Several service instances sharing PostgreSQL and Redis (issue 6)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 
 import pytest
@@ -541,3 +542,20 @@ def test_openapi_describes_every_endpoint_and_the_error_schema(service: Service)
     assert "ErrorResponse" in schema["components"]["schemas"]
     assert "422" not in json.dumps(schema["paths"])
     assert "400" in schema["paths"]["/v1/assertions"]["post"]["responses"]
+
+
+def test_one_log_line_per_verification_without_secrets(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="appintegrity.service.verification")
+    phone, key_id = service.register()
+    body = service.assertion_body(phone, key_id)
+    answer = service.post("/v1/assertions", body).json()
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("verification")]
+    assertion_lines = [line for line in lines if "kind=assertion" in line]
+    assert len(assertion_lines) == 1
+    line = assertion_lines[0]
+    assert "platform=ios" in line and "outcome=allow" in line and "latency_ms=" in line
+    challenge = json.loads(body["payload"])["challenge"]
+    for secret in (challenge, body["token"], answer["appToken"], key_id):
+        assert secret not in "\n".join(lines)

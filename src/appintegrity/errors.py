@@ -62,6 +62,7 @@ class Code(StrEnum):
     CHALLENGE_UNKNOWN = "challenge.unknown"
     CHALLENGE_EXPIRED = "challenge.expired"
     CHALLENGE_CONSUMED = "challenge.consumed"
+    CHALLENGE_MISMATCH = "challenge.mismatch"
     KEY_UNKNOWN = "key.unknown"
     KEY_REVOKED = "key.revoked"
     KEY_EXISTS = "key.exists"
@@ -78,10 +79,13 @@ class Code(StrEnum):
     DECISION_BLOCKED = "decision.blocked"
     REQUEST_INVALID = "request.invalid"
     REQUEST_TOO_LARGE = "request.too_large"
+    REQUEST_NOT_FOUND = "request.not_found"
+    REQUEST_METHOD_NOT_ALLOWED = "request.method_not_allowed"
     RATE_LIMITED = "rate.limited"
     UNAUTHORIZED = "auth.unauthorized"
     STORE_UNAVAILABLE = "store.unavailable"
     CONFIG_INVALID = "config.invalid"
+    INTERNAL = "internal"
 
 
 class AppIntegrityError(Exception):

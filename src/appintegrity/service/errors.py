@@ -27,11 +27,11 @@ from appintegrity.errors import Code, Reason, ServiceError, VerificationError
 
 log = logging.getLogger("appintegrity.service")
 
-# Codes the service adds beside appintegrity.errors.Code (documented in docs/service.md).
-CHALLENGE_MISMATCH = "challenge.mismatch"
-ROUTE_NOT_FOUND = "request.not_found"
-METHOD_NOT_ALLOWED = "request.method_not_allowed"
-INTERNAL = "internal"
+# Short names for the service-only codes (all of them live in appintegrity.errors.Code).
+CHALLENGE_MISMATCH = Code.CHALLENGE_MISMATCH
+ROUTE_NOT_FOUND = Code.REQUEST_NOT_FOUND
+METHOD_NOT_ALLOWED = Code.REQUEST_METHOD_NOT_ALLOWED
+INTERNAL = Code.INTERNAL
 
 _STATUS_BY_CODE: dict[str, int] = {
     Code.REQUEST_INVALID: 400,

@@ -15,7 +15,7 @@ import pytest
 
 from appintegrity.testing.ios import AppAttestCA
 
-from .cluster import Cluster, SharedStores
+from .cluster import Cluster, ProxyThread, SharedStores
 
 
 class LazyCluster:
@@ -26,6 +26,7 @@ class LazyCluster:
         self.ca = AppAttestCA.generate()
         self.cluster: Cluster | None = None
         self.stores: SharedStores | None = None
+        self.proxies: dict[str, ProxyThread] = {}  # backends reached through a proxy, if any
         self._cleanups: list[Callable[[], None]] = []
 
     def get(self, stores: SharedStores, build: Callable[[LazyCluster], Cluster]) -> Cluster:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,8 +37,7 @@ NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 APP_ID = "ABCDE12345.com.example.app"
 CLIENT_HASH = bytes(range(32))
 VECTOR = (
-    Path(__file__).resolve().parents[3]
-    / "shared/vectors/appattest/veehaitch-ios-14.2-receipt-2.json"
+    Path(os.environ["APPINTEGRITY_SHARED_VECTORS"]) / "appattest/veehaitch-ios-14.2-receipt-2.json"
 )
 
 

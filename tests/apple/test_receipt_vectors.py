@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from appintegrity.errors import VerificationError
 from appintegrity.testing.receipts import ReceiptAuthority
 
 TIME_FIELDS = ("creation_time", "expiration_time", "not_before")
-VECTORS = sorted((Path(__file__).resolve().parents[3] / "shared/vectors/appattest").glob("*.json"))
+VECTORS = sorted((Path(os.environ["APPINTEGRITY_SHARED_VECTORS"]) / "appattest").glob("*.json"))
 RECEIPT_VECTORS = [
     path for path in VECTORS if json.loads(path.read_text())["kind"] == "apple-receipt"
 ]

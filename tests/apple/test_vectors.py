@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from appintegrity.apple import (
 )
 from appintegrity.errors import AppleVerificationError
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "appattest"
+VECTORS = Path(os.environ["APPINTEGRITY_SHARED_VECTORS"]) / "appattest"
 
 
 def _vectors(kind: str) -> list[Path]:

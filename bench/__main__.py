@@ -11,6 +11,7 @@ MODULES = [
     "bench.bench_tokens",
     "bench.bench_web",
     "bench.bench_service",
+    "bench.bench_scale",
 ]
 
 

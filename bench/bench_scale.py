@@ -1,7 +1,7 @@
 """The service's load run (issue 4) on PostgreSQL + Redis, with 1 and with 3 instances (issue 6).
 
 Same load as ``bench_service`` (its ``run_load``): ``appintegrity serve`` subprocesses sharing
-the store, a separate load-generator process with 16 keep-alive connections spread over the
+the store, a separate load-generator process with 8 keep-alive connections spread over the
 instances, each driving its own software iPhone. Durable state goes to a fresh PostgreSQL
 schema, hot state (challenges, rate limits, consumed token ids) to a fresh Redis key prefix;
 both are removed afterwards.
@@ -26,6 +26,7 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("APPINTEGRITY_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 INSTANCE_COUNTS = (1, 3)
+CONNECTIONS = 8  # as bench_service's SQLite run, so the figures compare
 
 
 def _unreachable(name: str, url: str, default_port: int) -> str | None:
@@ -66,6 +67,7 @@ def load_on_shared_stores(instances: int) -> LoadResult:
             _with_param(POSTGRES_URL, "schema", schema),
             _with_param(REDIS_URL, "prefix", prefix),
             instances,
+            connections=CONNECTIONS,
             label=f"PostgreSQL + Redis, {instances} instance{'s' if instances > 1 else ''}",
         )
     finally:
@@ -95,7 +97,7 @@ def main() -> None:
         print(f"  skipped: {'; '.join(reasons)} (start them, or see .ci/run)")
         return
     print(
-        "  the load of bench_service: raw HTTP/1.1 keep-alive, 16 connections spread\n"
+        f"  the load of bench_service: raw HTTP/1.1 keep-alive, {CONNECTIONS} connections spread\n"
         f"  over the instances, closed loop; {os.cpu_count()} CPU cores shared by the instances,\n"
         "  PostgreSQL, Redis and the load generator."
     )

@@ -30,6 +30,8 @@ class Reason(StrEnum):
     APPLE_RECEIPT_REFRESH_UNAUTHORIZED = "apple.receipt_refresh_unauthorized"
     APPLE_RECEIPT_REFRESH_RATE_LIMITED = "apple.receipt_refresh_rate_limited"
     APPLE_RECEIPT_REFRESH_UNAVAILABLE = "apple.receipt_refresh_unavailable"
+    # Apple App Attest: fraud-risk decision (a policy reason, never an error on its own)
+    APPLE_RISK_METRIC_HIGH = "apple.risk_metric_high"
 
     # Google Play Integrity: token
     GOOGLE_MALFORMED = "google.malformed"

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "appintegrity.cli.admin",
     "appintegrity.cli.demo",
     "appintegrity.cli.db",
+    "appintegrity.cli.receipts",
 ]
 
 

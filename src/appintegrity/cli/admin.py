@@ -147,6 +147,7 @@ async def _keys_list(args: argparse.Namespace, store: Store) -> int:
             "app_id": k.app_id,
             "environment": k.environment,
             "counter": k.counter,
+            "risk_metric": k.risk_metric,
             "created_at": _time(k.created_at),
             "last_seen_at": _time(k.last_seen_at),
             "revoked_at": _time(k.revoked_at),
@@ -154,7 +155,9 @@ async def _keys_list(args: argparse.Namespace, store: Store) -> int:
         for k in keys
     ]
     _print_rows(
-        args, rows, ["key_id", "app_id", "environment", "counter", "created_at", "revoked_at"]
+        args,
+        rows,
+        ["key_id", "app_id", "environment", "counter", "risk_metric", "created_at", "revoked_at"],
     )
     return 0
 

@@ -12,12 +12,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import cbor2
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appintegrity.apple.attestation import AppAttestVerifier
+from appintegrity.apple.receipt_refresh import ReceiptRefreshClient
 from appintegrity.errors import Code, ConfigError, GoogleVerificationError, Reason
 from appintegrity.google import (
     GoogleApiDecoder,
@@ -51,6 +54,10 @@ class IosApp:
     config: IosAppConfig
     verifier: AppAttestVerifier
     rp_id_hash: bytes
+    # Roots receipts chain to (None: Apple Root CA - G3), and the refresh client when
+    # [apps.receipt_refresh] is configured.
+    receipt_roots: tuple[x509.Certificate, ...] | None = None
+    refresh_client: ReceiptRefreshClient | None = None
 
 
 @dataclass(frozen=True)
@@ -91,21 +98,54 @@ def _binding_message(reason: str) -> str:
     return messages.get(reason, reason)
 
 
-def _load_roots(app: IosAppConfig) -> list[x509.Certificate] | None:
-    if not app.trust_roots:
+def _load_roots(
+    app: IosAppConfig, paths: list[Path], key: str = "trust_roots", what: str = ""
+) -> list[x509.Certificate] | None:
+    if not paths:
         return None
     roots = []
-    for path in app.trust_roots:
+    for path in paths:
         try:
             roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"apps[{app.id}].trust_roots: cannot load {path}: {exc}") from exc
+            raise ConfigError(f"apps[{app.id}].{key}: cannot load {path}: {exc}") from exc
     log.warning(
-        "app %s trusts %d configured root(s) instead of Apple's: use this with test CAs only",
+        "app %s trusts %d configured root(s) instead of Apple's%s: use this with test CAs only",
         app.id,
         len(roots),
+        what,
     )
     return roots
+
+
+def _refresh_client(app: IosAppConfig) -> ReceiptRefreshClient | None:
+    refresh = app.receipt_refresh
+    if refresh is None:
+        return None
+    path = refresh.devicecheck_private_key_file
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"receipt_refresh.devicecheck_private_key_file: cannot read {path}: {exc}"
+        ) from exc
+    try:
+        return ReceiptRefreshClient(
+            team_id=refresh.team_id,
+            key_id=refresh.devicecheck_key_id,
+            private_key_pem=pem,
+            environment=refresh.environment or app.environment,
+            base_url=refresh.base_url,
+            timeout=refresh.timeout_seconds,
+            retries=refresh.retries,
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # Never echo the key file's content: only its path and what is wrong with it.
+        raise ConfigError(
+            f"receipt_refresh.devicecheck_private_key_file: {path} is not a DeviceCheck key "
+            f"(an unencrypted EC P-256 private key in PEM, AuthKey_<key id>.p8): "
+            f"{type(exc).__name__}"
+        ) from None
 
 
 def _android_verifier(app: AndroidAppConfig) -> PlayIntegrityVerifier:
@@ -137,10 +177,19 @@ class Apps:
             try:
                 if isinstance(app, IosAppConfig):
                     verifier = AppAttestVerifier(
-                        app.id, environment=app.environment, trust_roots=_load_roots(app)
+                        app.id,
+                        environment=app.environment,
+                        trust_roots=_load_roots(app, app.trust_roots),
+                    )
+                    receipt_roots = _load_roots(
+                        app, app.receipt_trust_roots, "receipt_trust_roots", " for receipts"
                     )
                     self.ios_apps[app.id] = IosApp(
-                        app, verifier, hashlib.sha256(app.id.encode("utf-8")).digest()
+                        app,
+                        verifier,
+                        hashlib.sha256(app.id.encode("utf-8")).digest(),
+                        receipt_roots=tuple(receipt_roots) if receipt_roots else None,
+                        refresh_client=_refresh_client(app),
                     )
                 else:
                     self.android_apps[app.id] = AndroidApp(app, _android_verifier(app))
@@ -199,6 +248,9 @@ class Apps:
         return key
 
     async def aclose(self) -> None:
+        for ios_app in self.ios_apps.values():
+            if ios_app.refresh_client is not None:
+                await ios_app.refresh_client.aclose()
         for app in self.android_apps.values():
             if app.verifier.decoder is not None:
                 await app.verifier.decoder.aclose()

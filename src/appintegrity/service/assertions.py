@@ -1,7 +1,9 @@
 """``POST /v1/assertions``: an App Attest assertion or a Play Integrity token for one request.
 
 Order: validate the body → rate limit → consume the payload's challenge (single use even if
-verification then fails) → verify → (iOS) advance the counter atomically → issue an app token.
+verification then fails) → verify → (iOS) advance the counter atomically → decide (iOS: the
+key's stored fraud-risk metric against ``max_risk_metric``; Android: the Play Integrity
+policy) → issue an app token.
 
 Replays: a replayed assertion carries a used challenge (``challenge.consumed``, 409). Should
 two copies race past the challenge anyway (a store without that guarantee, or a challenge
@@ -17,6 +19,7 @@ from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code,
 from appintegrity.google.nonce import request_hash
 from appintegrity.service.challenges import challenge_in_payload
 from appintegrity.service.errors import BlockedError, service_error
+from appintegrity.service.receipts import risk_decision
 from appintegrity.service.registrations import canonical_key_id, decode_apple_object
 from appintegrity.service.schemas import AndroidAssertionRequest, IosAssertionRequest
 from appintegrity.service.state import IntegrityService, iso
@@ -53,32 +56,46 @@ async def assert_ios(
                 "another request with this counter was accepted first (replay), "
                 "or the key was revoked meanwhile",
             )
+        # The assertion is used up (counter advanced); the fraud-risk metric decides the rest.
+        decision, reasons = risk_decision(app.config, key.risk_metric)
+        if decision == "block" and service.config.app_mode(app_id) == "enforce":
+            raise BlockedError(
+                f"Apple's fraud-risk metric for this device ({key.risk_metric}) is above "
+                f"the app's limit ({app.config.max_risk_metric})",
+                reasons,
+            )
         issued = service.issue_token(
             app_id=key.app_id,
             platform="ios",
-            decision="allow",
+            decision=decision,
             limited_use=body.limitedUse,
             device=key_id,
+            reasons=reasons,
         )
     except AppIntegrityError as exc:
         service.metrics.verification(
             platform="ios",
             kind="assertion",
             app=app_id,
-            outcome="refused",
-            reason=exc.code,
+            outcome="block" if exc.code == Code.DECISION_BLOCKED else "refused",
+            reason=exc.reasons[0] if isinstance(exc, BlockedError) and exc.reasons else exc.code,
             started=started,
         )
         raise
     service.metrics.verification(
-        platform="ios", kind="assertion", app=app_id, outcome="allow", reason="", started=started
+        platform="ios",
+        kind="assertion",
+        app=app_id,
+        outcome=decision if decision != "block" else "block_monitored",
+        reason=reasons[0] if reasons else "",
+        started=started,
     )
     return {
-        "decision": "allow",
+        "decision": decision,
         "counter": verified.counter,
         "appToken": issued.token,
         "expiresAt": iso(issued.expires_at),
-        "reasons": [],
+        "reasons": list(reasons),
     }
 
 

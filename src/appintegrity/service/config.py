@@ -2,8 +2,8 @@
 
 The file's shape is part of the public contract (deployment scripts write it), so unknown keys
 are refused with a message naming them instead of being silently ignored. Relative paths
-(SQLite file, trust roots, service-account file) resolve against the file's directory, so a
-config works the same from any working directory.
+(SQLite file, trust roots, DeviceCheck key, service-account file) resolve against the file's
+directory, so a config works the same from any working directory.
 """
 
 from __future__ import annotations
@@ -66,10 +66,34 @@ class _AppBase(_Section):
     mode: Mode | None = None  # default: [server] mode
 
 
+class ReceiptRefreshConfig(_Section):
+    """``[apps.receipt_refresh]``: trade stored receipts for newer ones carrying Apple's
+    fraud-risk metric, with the team's DeviceCheck key."""
+
+    team_id: str = Field(min_length=1)
+    devicecheck_key_id: str = Field(min_length=1)
+    devicecheck_private_key_file: Path
+    environment: Literal["production", "development"] | None = None  # default: the app's
+    base_url: str | None = None  # Apple's data server; a fake in tests
+    interval_hours: float = Field(24.0, gt=0)
+    background: bool = True  # the service refreshes due receipts itself
+    batch_size: int = Field(5, ge=1, le=1000)
+    poll_seconds: float = Field(300.0, gt=0)
+    scan_limit: int = Field(10_000, ge=1)
+    timeout_seconds: float = Field(10.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+
+
 class IosAppConfig(_AppBase):
     platform: Literal["ios"]
     environment: Literal["production", "development"] = "production"
     trust_roots: list[Path] = Field(default_factory=list)
+    # Receipts and the fraud-risk metric (docs/service.md, "Receipts and fraud risk").
+    receipt_trust_roots: list[Path] = Field(default_factory=list)
+    require_valid_receipt: bool = False
+    max_risk_metric: int | None = Field(None, ge=0)
+    risk_action: Literal["limit", "block"] = "limit"
+    receipt_refresh: ReceiptRefreshConfig | None = None
 
 
 # Keys of an Android app table the service reads itself; the rest is the Play Integrity policy.
@@ -199,12 +223,19 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     for app in apps:
         if not isinstance(app, dict):
             continue
-        roots = app.get("trust_roots")
-        if isinstance(roots, list):
-            app["trust_roots"] = [
-                str(base / r) if isinstance(r, str) and not Path(r).is_absolute() else r
-                for r in roots
-            ]
+        for key in ("trust_roots", "receipt_trust_roots"):
+            roots = app.get(key)
+            if isinstance(roots, list):
+                app[key] = [
+                    str(base / r) if isinstance(r, str) and not Path(r).is_absolute() else r
+                    for r in roots
+                ]
+        refresh = app.get("receipt_refresh")
+        if isinstance(refresh, Mapping):
+            refresh = app["receipt_refresh"] = dict(refresh)
+            key_file = refresh.get("devicecheck_private_key_file")
+            if isinstance(key_file, str) and not Path(key_file).is_absolute():
+                refresh["devicecheck_private_key_file"] = str(base / key_file)
         account = app.get("service_account_file")
         if isinstance(account, str) and not Path(account).is_absolute():
             app["service_account_file"] = str(base / account)
@@ -247,10 +278,20 @@ def parse_config(
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_format_validation_error(exc)}") from exc
     for app in config.apps:
-        if isinstance(app, IosAppConfig) and app.trust_roots:
-            for root in app.trust_roots:
-                if not root.is_file():
-                    raise ConfigError(f"apps[{app.id}].trust_roots: {root} does not exist")
+        if isinstance(app, IosAppConfig):
+            for key, roots in (
+                ("trust_roots", app.trust_roots),
+                ("receipt_trust_roots", app.receipt_trust_roots),
+            ):
+                for root in roots:
+                    if not root.is_file():
+                        raise ConfigError(f"apps[{app.id}].{key}: {root} does not exist")
+            refresh = app.receipt_refresh
+            if refresh is not None and not refresh.devicecheck_private_key_file.is_file():
+                raise ConfigError(
+                    f"apps[{app.id}].receipt_refresh.devicecheck_private_key_file: "
+                    f"{refresh.devicecheck_private_key_file} does not exist"
+                )
         if isinstance(app, AndroidAppConfig) and app.service_account_file is not None:
             if not app.service_account_file.is_file():
                 raise ConfigError(

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("appintegrity.service.verification")
+receipt_log = logging.getLogger("appintegrity.service.receipts")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -21,6 +22,13 @@ class Metrics:
             "appintegrity_verifications",
             "Verifications by platform, kind (registration, assertion, debug), outcome and reason.",
             ["platform", "kind", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.receipts = Counter(
+            "appintegrity_receipts",
+            "App Attest receipts by source (registration, refresh) and outcome (valid, invalid, "
+            "missing; updated, not_modified, no_data, invalid, failed, skipped).",
+            ["source", "outcome", "reason"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -52,6 +60,17 @@ class Metrics:
             outcome,
             reason or "-",
             elapsed_ms,
+        )
+
+    def receipt(self, *, source: str, app: str, outcome: str, reason: str) -> None:
+        """Count one receipt check or refresh and log one line (never the receipt itself)."""
+        self.receipts.labels(source, outcome, reason).inc()
+        receipt_log.info(
+            "receipt source=%s app=%s outcome=%s reason=%s",
+            source,
+            app or "-",
+            outcome,
+            reason or "-",
         )
 
     def render(self) -> bytes:

@@ -1,8 +1,9 @@
 """``POST /v1/registrations``: verify an App Attest attestation and store the device key.
 
 Order (each step's failure is final): validate the body → rate limit → consume the challenge
-(single use even if what follows fails) → Apple's attestation steps → insert the key if absent
-(``key.exists`` otherwise; durable before the 201) → issue an app token.
+(single use even if what follows fails) → Apple's attestation steps → the receipt (recorded;
+final only with ``require_valid_receipt``) → insert the key if absent (``key.exists``
+otherwise; durable before the 201) → issue an app token.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from appintegrity.apple.attestation import AppAttestVerifier, AttestedKey
 from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient, normalize_key_id
 from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code, Reason
 from appintegrity.service.errors import service_error
+from appintegrity.service.receipts import check_attestation_receipt
 from appintegrity.service.schemas import RegistrationRequest
 from appintegrity.service.state import IntegrityService, iso
 from appintegrity.store.base import DeviceKey
@@ -80,6 +82,19 @@ async def register(
         now = service.clock()
         attested = _verify(app.verifier, attestation, key_id, body.challenge, now)
         app_id = attested.app_id
+        # The receipt is its own step beside Apple's verdict: it feeds fraud assessment.
+        receipt = check_attestation_receipt(app, attested, now)
+        service.metrics.receipt(
+            source="registration",
+            app=app_id,
+            outcome=receipt.outcome,
+            reason=receipt.reason or "",
+        )
+        if not receipt.valid and app.config.require_valid_receipt:
+            raise AppleVerificationError(
+                Reason.APPLE_RECEIPT_INVALID,
+                f"this app requires a valid receipt: {receipt.message}",
+            )
         record = DeviceKey(
             key_id=key_id,
             app_id=attested.app_id,
@@ -87,8 +102,8 @@ async def register(
             public_key=attested.public_key,
             counter=0,
             environment=str(attested.environment),
-            receipt=attested.receipt or None,
-            risk_metric=None,
+            receipt=receipt.receipt,
+            risk_metric=receipt.risk_metric,
             created_at=now,
             last_seen_at=now,
         )
@@ -115,4 +130,5 @@ async def register(
         "environment": str(attested.environment),
         "appToken": issued.token,
         "expiresAt": iso(issued.expires_at),
+        "receipt": {"valid": receipt.valid, "riskMetric": receipt.risk_metric},
     }

@@ -55,11 +55,21 @@ class RegistrationRequest(_Request):
     token: TokenText = Field(description="the attestation object, base64")
 
 
+class ReceiptOutcome(_Wire):
+    valid: bool = Field(description="the attestation's receipt passed Apple's receipt validation")
+    riskMetric: int | None = Field(
+        None, description="Apple's fraud-risk metric (attestations on the device in 30 days)"
+    )
+
+
 class RegistrationResponse(_Wire):
     keyId: str
     environment: str
     appToken: str
     expiresAt: str
+    receipt: ReceiptOutcome | None = Field(
+        None, description="the receipt check (informational; it feeds fraud assessment)"
+    )
 
 
 class IosAssertionRequest(_Request):

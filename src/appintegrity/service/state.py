@@ -18,6 +18,7 @@ from appintegrity.service.challenges import Challenges
 from appintegrity.service.config import ServiceConfig
 from appintegrity.service.metrics import Metrics
 from appintegrity.service.rate_limits import RateLimiter
+from appintegrity.service.receipts import BackgroundReceiptRefresher
 from appintegrity.store import open_store
 from appintegrity.store.base import Store
 from appintegrity.tokens import IssuedToken
@@ -60,6 +61,12 @@ class IntegrityService:
             leeway_seconds=config.tokens.leeway_seconds,
             clock=self.clock,
         )
+        # Receipts refreshed in the background: apps with [apps.receipt_refresh] background on.
+        self.receipt_refreshers = [
+            BackgroundReceiptRefresher(app, self.store, self.clock, self.metrics)
+            for app in self.apps.ios_apps.values()
+            if app.config.receipt_refresh is not None and app.config.receipt_refresh.background
+        ]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -69,6 +76,7 @@ class IntegrityService:
             asyncio.create_task(self.keys.run_refresh(self.config.tokens.key_refresh_seconds)),
             asyncio.create_task(self._purge_loop()),
         ]
+        self._tasks += [asyncio.create_task(r.run()) for r in self.receipt_refreshers]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -1,0 +1,150 @@
+"""``appintegrity receipts refresh``: trade stored App Attest receipts for newer ones.
+
+For a cron job, or instead of the service's background refresher: each stored receipt of the
+selected apps (or one key) is posted to Apple's data server with the app's
+``[apps.receipt_refresh]`` DeviceCheck key; a new receipt is validated (Apple's steps, with the
+app's receipt trust roots) and stored with its fraud-risk metric. 304 and 404 keep the stored
+receipt. Exit status: 0 when nothing failed, 1 when a refresh failed or Apple's answer did not
+validate, 2 for configuration or usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from appintegrity.errors import AppIntegrityError, ConfigError
+
+if TYPE_CHECKING:  # the service modules load only when a command runs
+    from appintegrity.service.apps import Apps, IosApp
+    from appintegrity.service.config import ServiceConfig
+    from appintegrity.service.receipts import RefreshOutcome
+
+DEFAULT_CONFIG_ENV = "APPINTEGRITY_CONFIG"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    receipts = subparsers.add_parser("receipts", help="App Attest receipts and fraud-risk metrics")
+    sub = receipts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "refresh",
+        help="refresh stored receipts with Apple and store their risk metrics",
+        description="Refresh stored App Attest receipts with Apple's data server, using each "
+        "app's [apps.receipt_refresh] settings.",
+    )
+    p.add_argument(
+        "--config",
+        default=os.environ.get(DEFAULT_CONFIG_ENV),
+        help=f"service config file (default: ${DEFAULT_CONFIG_ENV})",
+    )
+    p.add_argument("--app", help="only this iOS app id")
+    p.add_argument("--key", help="only this key id (base64, base64url or hex)")
+    p.add_argument("--limit", type=int, default=100_000, help="at most this many keys per app")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_refresh)
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    from appintegrity.service.apps import Apps
+    from appintegrity.service.config import load_config
+
+    if not args.config:
+        return _fail(f"give --config FILE or set ${DEFAULT_CONFIG_ENV}")
+    try:
+        config = load_config(args.config)
+        apps = Apps(config)
+    except ConfigError as exc:
+        return _fail(exc.message)
+    selected = [app for app in apps.ios_apps.values() if app.refresh_client is not None]
+    if args.app is not None:
+        if args.app not in apps.ios_apps:
+            return _fail(f"{args.app} is not a configured iOS app")
+        selected = [app for app in selected if app.config.id == args.app]
+        if not selected:
+            return _fail(f"apps[{args.app}] has no [apps.receipt_refresh] table")
+    if not selected:
+        return _fail("no iOS app has an [apps.receipt_refresh] table")
+    key_id = None
+    if args.key is not None:
+        from appintegrity.encoding import EncodingError, b64_encode, normalize_key_id
+
+        try:
+            key_id = b64_encode(normalize_key_id(args.key))
+        except EncodingError as exc:
+            return _fail(f"--key is not a key id: {exc}")
+    try:
+        return asyncio.run(_refresh(args, config, apps, selected, key_id))
+    except AppIntegrityError as exc:
+        return _fail(f"{exc.code}: {exc.message}", 1)
+
+
+async def _refresh(
+    args: argparse.Namespace,
+    config: ServiceConfig,
+    apps: Apps,
+    chosen: list[IosApp],
+    key_id: str | None,
+) -> int:
+    from appintegrity.service.receipts import refresh_key_receipt
+    from appintegrity.store import open_store
+
+    store = open_store(config.server.store, config.server.cache)
+    outcomes: list[RefreshOutcome] = []
+    try:
+        await store.migrate()
+        by_id = {app.config.id: app for app in chosen}
+        if key_id is not None:
+            key = await store.get_key(key_id)
+            if key is None:
+                return _fail(f"no key {key_id}", 1)
+            app = by_id.get(key.app_id)
+            if app is None:
+                return _fail(f"key {key_id} belongs to {key.app_id}, which is not selected", 2)
+            outcomes.append(await refresh_key_receipt(app, key, store, datetime.now(UTC)))
+        else:
+            for app in chosen:
+                for key in await store.list_keys(app.config.id, args.limit):
+                    if key.receipt is None or key.revoked_at is not None:
+                        continue
+                    outcome = await refresh_key_receipt(app, key, store, datetime.now(UTC))
+                    outcomes.append(outcome)
+    finally:
+        await apps.aclose()
+        await store.close()
+    _report(args, outcomes)
+    return 1 if any(o.status in ("failed", "invalid") for o in outcomes) else 0
+
+
+def _report(args: argparse.Namespace, outcomes: list[RefreshOutcome]) -> None:
+    rows = [
+        {
+            "key_id": o.key_id,
+            "app_id": o.app_id,
+            "status": o.status,
+            "risk_metric": o.risk_metric,
+            "reason": o.reason,
+            "message": o.message,
+        }
+        for o in outcomes
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        detail = " ".join(str(row[k]) for k in ("reason", "message") if row[k])
+        metric = row["risk_metric"] if row["risk_metric"] is not None else "-"
+        print(f"{row['key_id']}  {row['app_id']}  {row['status']}  risk_metric={metric}  {detail}")
+    counts = Counter(str(row["status"]) for row in rows)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+    print(f"{len(rows)} receipt(s): {summary}")

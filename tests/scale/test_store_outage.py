@@ -122,8 +122,17 @@ class Load:
             attempt = Attempt(kind, worker, sent, time.monotonic(), 0, body=body)
             self._record(attempt)
             return attempt, None
-        code = error_code(response) if response.status_code >= 400 else None
-        counter = response.json().get("counter") if response.status_code == 200 else None
+        code, counter = None, None
+        try:
+            document = response.json()
+        except ValueError:
+            code = "<not JSON>"  # checked by the test: every error must be a JSON error
+        else:
+            if response.status_code >= 400:
+                error = document.get("error") if isinstance(document, dict) else None
+                code = str(error.get("code")) if isinstance(error, dict) else "<no error code>"
+            elif response.status_code == 200:
+                counter = document.get("counter")
         attempt = Attempt(
             kind, worker, sent, time.monotonic(), response.status_code, code, body, counter
         )

@@ -2,9 +2,10 @@
 
 The service runs on a free loopback port with a real SQLite file, trusting a throwaway App
 Attest CA (for the software iPhone) and test Play Integrity keys (for the software Android
-device). Devices get their app tokens from it over HTTP exactly as an app would; the
-example APIs then verify those tokens against the service's JWKS and consume limited-use
-tokens through it. Nothing here imports from ``tests/``: the examples stand alone.
+device). Devices get their app tokens from it over HTTP exactly as an app would, through the
+test kit's ``IntegrityClient`` (``appintegrity.testing.client``); the example APIs then
+verify those tokens against the service's JWKS and consume limited-use tokens through it.
+Nothing here imports from ``tests/``: the examples stand alone.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appintegrity.cli import main as appintegrity_cli
-from appintegrity.encoding import b64_encode, b64url_encode
-from appintegrity.google.nonce import request_hash
+from appintegrity.encoding import b64url_encode
 from appintegrity.service import ServiceConfig, create_app, parse_config
 from appintegrity.service.server import BackgroundServer
 from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
+from appintegrity.testing.client import IntegrityClient
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
 IOS_APP = "ABCDE12345.com.example.shop"
@@ -36,6 +37,8 @@ ANDROID_APP = "com.example.shop"
 ISSUER = "https://integrity.shop.example"
 AUDIENCE = "https://api.shop.example"
 CERTIFICATE_DIGEST = b64url_encode(hashlib.sha256(b"shop release signing certificate").digest())
+# What the devices ask for; the client adds the service's fresh challenge to it.
+PURCHASE = {"action": "purchase"}
 
 
 @dataclass
@@ -61,35 +64,16 @@ class RunningService:
             **overrides,
         }
 
-    def _post(self, path: str, body: dict[str, object], status: int = 200) -> dict[str, object]:
-        response = self.http.post(path, json=body)
-        assert response.status_code == status, response.text
-        answer: dict[str, object] = response.json()
-        return answer
-
-    def challenge(self, purpose: str) -> str:
-        value = self._post("/v1/challenges", {"purpose": purpose}, status=201)["challenge"]
-        assert isinstance(value, str)
-        return value
+    @property
+    def integrity(self) -> IntegrityClient:
+        """The test kit's device client, on this service."""
+        return IntegrityClient(self.url, http=self.http)
 
     def ios_token(self, *, limited_use: bool = False) -> str:
         """challenge → generateAssertion over the request → ``POST /v1/assertions``."""
-        payload = json.dumps({"action": "purchase", "challenge": self.challenge("assertion")})
-        assertion = self.iphone.generate_assertion(self.key_id, payload)
-        answer = self._post(
-            "/v1/assertions",
-            {
-                "platform": "ios",
-                "format": "apple-app-attest",
-                "keyId": self.key_id,
-                "payload": payload,
-                "token": b64_encode(assertion),
-                "limitedUse": limited_use,
-            },
-        )
-        token = answer["appToken"]
-        assert isinstance(token, str)
-        return token
+        return self.integrity.assert_iphone(
+            self.iphone, self.key_id, payload=PURCHASE, limited_use=limited_use
+        ).token
 
     def android_token(self, *, limited_use: bool = False, **verdict: object) -> str:
         """challenge → a standard Play Integrity request bound to the payload → assertion.
@@ -97,23 +81,9 @@ class RunningService:
         ``verdict`` overrides the device's verdict, e.g. ``play_protect="HIGH_RISK"``,
         which the service's default policy answers with decision ``limit``.
         """
-        payload = json.dumps({"action": "purchase", "challenge": self.challenge("assertion")})
-        integrity_token = self.android.request_integrity_token(
-            request_hash=request_hash(payload), **verdict
-        )
-        answer = self._post(
-            "/v1/assertions",
-            {
-                "platform": "android",
-                "format": "google-play-integrity",
-                "payload": payload,
-                "token": integrity_token,
-                "limitedUse": limited_use,
-            },
-        )
-        token = answer["appToken"]
-        assert isinstance(token, str)
-        return token
+        return self.integrity.assert_android(
+            self.android, payload=PURCHASE, limited_use=limited_use, **verdict
+        ).token
 
     def debug_token(self, app_id: str = ANDROID_APP) -> str:
         """A debug secret made with the admin CLI, exchanged at ``/v1/debug/exchange``."""
@@ -134,11 +104,9 @@ class RunningService:
             )
         assert status == 0, out.getvalue()
         secret = json.loads(out.getvalue())["secret"]
-        answer = self._post("/v1/debug/exchange", {"appId": app_id, "debugToken": secret})
-        assert answer["debug"] is True
-        token = answer["appToken"]
-        assert isinstance(token, str)
-        return token
+        token = self.integrity.exchange_debug_token(app_id, secret)
+        assert token.debug is True
+        return token.token
 
 
 def tampered(token: str) -> str:
@@ -203,20 +171,7 @@ def integrity_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     ):
         # Registration, once per device: challenge → attestKey → POST /v1/registrations.
         iphone = SoftwareIPhone(IOS_APP, ca=ca)
-        key_id = iphone.generate_key()
-        challenge = http.post("/v1/challenges", json={"purpose": "attestation"}).json()
-        attestation = iphone.attest_key(key_id, challenge["challenge"])
-        registered = http.post(
-            "/v1/registrations",
-            json={
-                "platform": "ios",
-                "format": "apple-app-attest",
-                "keyId": key_id,
-                "challenge": challenge["challenge"],
-                "token": b64_encode(attestation),
-            },
-        )
-        assert registered.status_code == 201, registered.text
+        key_id = IntegrityClient(server.url, http=http).register_iphone(iphone).key_id
         yield RunningService(
             url=server.url,
             store_url=f"sqlite:///{directory / 'service.db'}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -14,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from appintegrity.encoding import b64_encode, b64url_encode
-from appintegrity.google.nonce import request_hash
+from appintegrity.encoding import b64url_encode
 from appintegrity.service import create_app, parse_config
 from appintegrity.service.config import ServiceConfig
 from appintegrity.service.server import BackgroundServer
 from appintegrity.store import open_store
 from appintegrity.store.base import Store
 from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
+from appintegrity.testing.client import IntegrityClient
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
 IOS_APP = "ABCDE12345.com.example.app"
@@ -29,6 +28,8 @@ IOS_DEV_APP = "ABCDE12345.com.example.dev"
 ANDROID_APP = "com.example.app"
 ADMIN_KEY = "test-admin-key-0123456789"
 CERT_DIGEST = b64url_encode(hashlib.sha256(b"test signing certificate").digest())
+# What the iOS assertion bodies sign by default (the client adds the challenge member).
+REDEEM = {"action": "redeem", "credits": 50}
 
 
 class MutableClock:
@@ -105,7 +106,7 @@ class Kit:
 
 @dataclass
 class Service:
-    """A running service and a client for it."""
+    """A running service, a raw HTTP client for it, and the device client of the test kit."""
 
     url: str
     client: httpx.Client
@@ -114,44 +115,28 @@ class Service:
     config: ServiceConfig
     store_url: str
     registered: dict[str, SoftwareIPhone] = field(default_factory=dict)
+    integrity: IntegrityClient = field(init=False, repr=False)
 
-    # -- protocol helpers ---------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.integrity = IntegrityClient(self.url, http=self.client)
+
+    # -- protocol helpers: bodies come from the test kit's client, tests send them raw ---------
     def post(self, path: str, body: object = None, **kwargs: Any) -> httpx.Response:
         if body is None:
             return self.client.post(path, **kwargs)
         return self.client.post(path, json=body, **kwargs)
 
     def challenge(self, purpose: str | None = None, key_id: str | None = None) -> str:
-        body: dict[str, str] = {}
-        if purpose:
-            body["purpose"] = purpose
-        if key_id:
-            body["keyId"] = key_id
-        response = self.post("/v1/challenges", body)
-        assert response.status_code == 201, response.text
-        value: str = response.json()["challenge"]
-        return value
+        return self.integrity.challenge(purpose, key_id)
 
     def registration_body(
         self, phone: SoftwareIPhone, key_id: str | None = None, **attest: Any
     ) -> dict[str, str]:
-        key_id = key_id or phone.generate_key()
-        challenge = attest.pop("challenge", None) or self.challenge("attestation")
-        token = b64_encode(phone.attest_key(key_id, challenge, **attest))
-        return {
-            "platform": "ios",
-            "format": "apple-app-attest",
-            "keyId": key_id,
-            "challenge": challenge,
-            "token": token,
-        }
+        return self.integrity.registration_request(phone, key_id, **attest)
 
     def register(self, phone: SoftwareIPhone | None = None) -> tuple[SoftwareIPhone, str]:
         phone = phone or self.kit.iphone()
-        body = self.registration_body(phone)
-        response = self.post("/v1/registrations", body)
-        assert response.status_code == 201, response.text
-        return phone, body["keyId"]
+        return phone, self.integrity.register_iphone(phone).key_id
 
     def assertion_body(
         self,
@@ -163,18 +148,14 @@ class Service:
         defect: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        if payload is None:
-            challenge = challenge or self.challenge("assertion")
-            payload = json.dumps({"action": "redeem", "credits": 50, "challenge": challenge})
-        token = b64_encode(phone.generate_assertion(key_id, payload, defect=defect))
-        return {
-            "platform": "ios",
-            "format": "apple-app-attest",
-            "keyId": key_id,
-            "payload": payload,
-            "token": token,
-            **extra,
-        }
+        body = self.integrity.ios_assertion_request(
+            phone,
+            key_id,
+            payload=REDEEM if payload is None else payload,
+            challenge=challenge,
+            defect=defect,
+        )
+        return {**body, **extra}
 
     def android_body(
         self,
@@ -182,23 +163,14 @@ class Service:
         *,
         classic: bool = False,
         payload: str | None = None,
-        hashed: str | None = None,
         **overrides: Any,
     ) -> dict[str, Any]:
-        device = device or self.kit.android()
-        if payload is None:
-            payload = json.dumps({"action": "redeem", "challenge": self.challenge("assertion")})
-        binding = hashed or request_hash(payload)
-        if classic:
-            token = device.request_integrity_token(nonce=binding, **overrides)
-        else:
-            token = device.request_integrity_token(request_hash=binding, **overrides)
-        return {
-            "platform": "android",
-            "format": "google-play-integrity",
-            "payload": payload,
-            "token": token,
-        }
+        return self.integrity.android_assertion_request(
+            device or self.kit.android(),
+            payload={"action": "redeem"} if payload is None else payload,
+            classic=classic,
+            **overrides,
+        )
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_KEY}"}

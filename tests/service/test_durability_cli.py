@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from appintegrity.encoding import b64_encode
+from appintegrity.testing.client import IntegrityClient, ServiceRefusal, UnexpectedResponse
 from appintegrity.testing.ios import SoftwareIPhone
 
 from .conftest import ADMIN_KEY, ANDROID_APP, IOS_APP, Kit
@@ -91,40 +91,25 @@ def test_acknowledged_registrations_and_counters_survive_sigkill(kit: Kit, tmp_p
     stop = threading.Event()
 
     def worker() -> None:
-        with httpx.Client(base_url=url, timeout=5) as client:
+        with IntegrityClient(url, timeout=5) as client:
             while not stop.is_set():
                 try:
                     phone = kit.iphone()
-                    key_id = phone.generate_key()
-                    challenge = client.post("/v1/challenges", json={}).json()["challenge"]
-                    body = {
-                        "platform": "ios",
-                        "format": "apple-app-attest",
-                        "keyId": key_id,
-                        "challenge": challenge,
-                        "token": b64_encode(phone.attest_key(key_id, challenge)),
-                    }
-                    if client.post("/v1/registrations", json=body).status_code != 201:
+                    try:
+                        key_id = client.register_iphone(phone).key_id
+                    except ServiceRefusal:
                         continue
                     with lock:
                         acknowledged[key_id] = (phone, 0)
                     for _ in range(3):
-                        challenge = client.post("/v1/challenges", json={}).json()["challenge"]
-                        assertion = phone.generate_assertion(key_id, challenge)
-                        response = client.post(
-                            "/v1/assertions",
-                            json={
-                                "platform": "ios",
-                                "format": "apple-app-attest",
-                                "keyId": key_id,
-                                "payload": challenge,
-                                "token": b64_encode(assertion),
-                            },
-                        )
-                        if response.status_code == 200:
-                            with lock:
-                                acknowledged[key_id] = (phone, response.json()["counter"])
-                except (httpx.HTTPError, ValueError, KeyError):
+                        try:
+                            counter = client.assert_iphone(phone, key_id).counter
+                        except ServiceRefusal:
+                            continue
+                        assert counter is not None
+                        with lock:
+                            acknowledged[key_id] = (phone, counter)
+                except (httpx.HTTPError, UnexpectedResponse):
                     return
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -154,18 +139,8 @@ def test_acknowledged_registrations_and_counters_survive_sigkill(kit: Kit, tmp_p
             key_id, (phone, _) = next(iter(acknowledged.items()))
             while phone.counter(key_id) < stored[key_id]:
                 phone.generate_assertion(key_id, "skip")
-            challenge = client.post("/v1/challenges", json={}).json()["challenge"]
-            response = client.post(
-                "/v1/assertions",
-                json={
-                    "platform": "ios",
-                    "format": "apple-app-attest",
-                    "keyId": key_id,
-                    "payload": challenge,
-                    "token": b64_encode(phone.generate_assertion(key_id, challenge)),
-                },
-            )
-            assert response.status_code == 200, response.text
+            token = IntegrityClient(url, http=client).assert_iphone(phone, key_id)
+            assert token.counter is not None and token.counter > stored[key_id]
     finally:
         process.terminate()
         process.wait(timeout=10)

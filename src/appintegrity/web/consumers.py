@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import httpx
 
 from appintegrity.errors import Code, StoreUnavailableError
 from appintegrity.store.base import Store
 from appintegrity.tokens import TOKEN_UNVERIFIABLE, AppTokenClaims, TokenError
-
-T = TypeVar("T")
+from appintegrity.web.background import BackgroundLoop
 
 
 class TokenConsumer(Protocol):
@@ -102,24 +100,6 @@ class ServiceTokenConsumer:
         )
 
 
-class _BackgroundLoop:
-    """An event loop on its own thread, so blocking frameworks can call an async store."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="appintegrity-consumer", daemon=True
-                ).start()
-                self._loop = loop
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-
 class StoreTokenConsumer:
     """Consumes in the service's store (``Store.consume_token_id``), shared by every instance.
 
@@ -130,7 +110,7 @@ class StoreTokenConsumer:
     def __init__(self, store: Store, *, timeout: float = 5.0) -> None:
         self.store = store
         self.timeout = timeout
-        self._background = _BackgroundLoop()
+        self._background = BackgroundLoop("appintegrity-consumer")
 
     async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
         expires_at = datetime.fromtimestamp(claims.expires_at, UTC)

@@ -5,6 +5,11 @@ Configure in ``settings.APP_INTEGRITY`` (keys in ``appintegrity.web.config``), o
 ``Protector`` you build yourself. Add ``"appintegrity.web.django.AppIntegrityMiddleware"``
 to ``MIDDLEWARE`` to protect the ``ROUTES`` patterns; decorate views with ``@protect(...)``
 for per-view policies (works with or without the middleware).
+
+Inline mode (no service; see ``appintegrity.web.inline``): point ``PROTECTOR`` at an
+``InlineProtector``, or at an ``InlineVerifier`` with ``MODE`` and ``MAX_BODY_BYTES``
+(1 MiB); the same middleware and decorator then check the device proof each request carries
+and put the ``DeviceProof`` on ``request.app_integrity``.
 """
 
 from __future__ import annotations
@@ -16,13 +21,21 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
 from appintegrity.errors import ConfigError
 from appintegrity.web.config import protector_from_mapping, routes_from_mapping
-from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy, RouteTable
+from appintegrity.web.inline import (
+    MAX_BODY_BYTES,
+    InlineProtector,
+    InlineVerdict,
+    InlineVerifier,
+    proof_headers,
+)
+from appintegrity.web.policy import DEFAULT_POLICY, Mode, RoutePolicy, RouteTable
 from appintegrity.web.protector import Protector, Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,7 +43,8 @@ _POLICY_ATTRIBUTE = "app_integrity_policy"
 _DONE_ATTRIBUTE = "_app_integrity_verdict"
 
 _lock = threading.Lock()
-_configured: tuple[object, Protector, RouteTable] | None = None
+AnyProtector = Protector | InlineProtector
+_configured: tuple[object, AnyProtector, RouteTable] | None = None
 
 
 def _reset(**_: object) -> None:
@@ -42,7 +56,16 @@ def _reset(**_: object) -> None:
 setting_changed.connect(_reset)
 
 
-def configured() -> tuple[Protector, RouteTable]:
+def _inline_protector(verifier: InlineVerifier, options: Mapping[str, Any]) -> InlineProtector:
+    try:
+        mode = Mode(options.get("MODE", Mode.ENFORCE))
+    except ValueError as exc:
+        raise ConfigError(f"MODE must be 'enforce' or 'monitor': {exc}") from exc
+    limit = int(options.get("MAX_BODY_BYTES", MAX_BODY_BYTES))
+    return InlineProtector(verifier, mode=mode, max_body_bytes=limit)
+
+
+def configured() -> tuple[AnyProtector, RouteTable]:
     """The protector and route table ``settings.APP_INTEGRITY`` describes (built once)."""
     global _configured
     options = getattr(settings, "APP_INTEGRITY", None)
@@ -55,7 +78,13 @@ def configured() -> tuple[Protector, RouteTable]:
         given = options.get("PROTECTOR")
         if isinstance(given, str):
             given = import_string(given)
-        protector = given if isinstance(given, Protector) else protector_from_mapping(options)
+        protector: AnyProtector
+        if isinstance(given, Protector | InlineProtector):
+            protector = given
+        elif isinstance(given, InlineVerifier):
+            protector = _inline_protector(given, options)
+        else:
+            protector = protector_from_mapping(options)
         routes = routes_from_mapping(options.get("ROUTES"))
         for policy in routes.policies():
             protector.validate(policy)
@@ -78,7 +107,28 @@ def _inputs(
     return (token.strip() if token else None), binding
 
 
-def _respond(request: HttpRequest, verdict: Verdict) -> HttpResponse | None:
+def _inline_verdict(
+    request: HttpRequest, protector: InlineProtector, policy: RoutePolicy, label: str
+) -> InlineVerdict:
+    """Read the body Django's way (``request.body``, cached for the view) within the limit."""
+    limit = protector.max_body_bytes
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return protector.too_large(policy, route=label)
+    try:
+        body = request.body
+    except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE, the project's own limit
+        return protector.too_large(policy, route=label)
+    if len(body) > limit:
+        return protector.too_large(policy, route=label)
+    headers = proof_headers(lambda name: request.headers.get(name))
+    return protector.check(headers, body, policy, route=label)
+
+
+def _respond(request: HttpRequest, verdict: Verdict | InlineVerdict) -> HttpResponse | None:
     setattr(request, _DONE_ATTRIBUTE, verdict)
     if not verdict.allowed:
         response = HttpResponse(
@@ -88,12 +138,15 @@ def _respond(request: HttpRequest, verdict: Verdict) -> HttpResponse | None:
             if name != "content-type":
                 response[name] = value
         return response
-    request.app_integrity = verdict.claims  # type: ignore[attr-defined]
+    handed = verdict.proof if isinstance(verdict, InlineVerdict) else verdict.claims
+    request.app_integrity = handed  # type: ignore[attr-defined]
     return None
 
 
 def _check(request: HttpRequest, policy: RoutePolicy, label: str) -> HttpResponse | None:
     protector, _ = configured()
+    if isinstance(protector, InlineProtector):
+        return _respond(request, _inline_verdict(request, protector, policy, label))
     token, binding = _inputs(request, protector, policy)
     verdict = protector.check(token, policy, route=label, binding_value=binding)
     return _respond(request, verdict)
@@ -138,6 +191,12 @@ def protect(policy: RoutePolicy | None = None) -> Callable[[F], F]:
             async def protected_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 if getattr(request, _DONE_ATTRIBUTE, None) is None:
                     protector, _ = configured()
+                    if isinstance(protector, InlineProtector):
+                        # The store runs on the verifier's own loop: wait for it off this one.
+                        refused = await asyncio.to_thread(_check, request, chosen, _label(request))
+                        if refused is not None:
+                            return refused
+                        return await view(request, *args, **kwargs)
                     token, binding = _inputs(request, protector, chosen)
                     verdict = await protector.check_async(
                         token, chosen, route=_label(request), binding_value=binding

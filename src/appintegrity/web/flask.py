@@ -1,4 +1,4 @@
-"""Flask: an extension with a route decorator; verified claims on ``flask.g.app_integrity``.
+"""Flask: an extension with a route decorator; the handler's value on ``flask.g.app_integrity``.
 
 app_integrity = AppIntegrity(app, protector)
 
@@ -6,6 +6,10 @@ app_integrity = AppIntegrity(app, protector)
 @app_integrity.protect(RoutePolicy(require_limited_use=True))
 def purchase():
     claims = g.app_integrity
+
+With a ``Protector`` the route checks app tokens and ``g.app_integrity`` holds their claims;
+with an ``InlineProtector`` (inline mode) it checks the device proof the request carries and
+``g.app_integrity`` holds the ``DeviceProof``.
 """
 
 from __future__ import annotations
@@ -15,39 +19,42 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from appintegrity.web.inline import InlineProtector, InlineVerdict, proof_headers
 from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
 from appintegrity.web.protector import Protector
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "app_integrity"
+AnyProtector = Protector | InlineProtector
 
 
 class AppIntegrity:
     """The Flask extension. Each app keeps its own protector (in ``app.extensions``), so one
     extension object shared by an app factory never lets one app's settings leak into another's."""
 
-    def __init__(self, app: Flask | None = None, protector: Protector | None = None) -> None:
+    def __init__(self, app: Flask | None = None, protector: AnyProtector | None = None) -> None:
         self.protector = protector
         if app is not None:
             self.init_app(app, protector)
 
-    def init_app(self, app: Flask, protector: Protector | None = None) -> None:
+    def init_app(self, app: Flask, protector: AnyProtector | None = None) -> None:
         chosen = protector or self.protector
         if chosen is None:
-            raise ValueError("AppIntegrity needs a Protector")
+            raise ValueError("AppIntegrity needs a Protector or an InlineProtector")
         if self.protector is None:
             self.protector = chosen
         app.extensions[EXTENSION_KEY] = chosen
 
-    def _protector(self) -> Protector:
+    def _protector(self) -> AnyProtector:
         active = current_app.extensions.get(EXTENSION_KEY)
-        if not isinstance(active, Protector):
+        if not isinstance(active, Protector | InlineProtector):
             raise RuntimeError("AppIntegrity was not initialised on this app with a Protector")
         return active
 
     def protect(self, policy: RoutePolicy | None = None) -> Callable[[F], F]:
-        """Decorate a view: refuse it (JSON 401/403/503) unless the app token passes."""
+        """Decorate a view: refuse it (JSON 401/403/409/413/503) unless the check passes."""
         chosen = policy or DEFAULT_POLICY
         if self.protector is not None:
             self.protector.validate(chosen)
@@ -58,6 +65,12 @@ class AppIntegrity:
                 protector = self._protector()
                 rule = request.url_rule
                 route = rule.rule if rule is not None else request.path
+                if isinstance(protector, InlineProtector):
+                    inline = _check_inline(protector, chosen, route)
+                    if not inline.allowed:
+                        return Response(inline.body(), inline.status, inline.headers())
+                    g.app_integrity = inline.proof
+                    return view(*args, **kwargs)
                 binding_value = (
                     request.headers.get(chosen.binding_header) if chosen.binding_header else None
                 )
@@ -78,3 +91,24 @@ class AppIntegrity:
             return cast(F, protected)
 
         return decorate
+
+
+def _check_inline(protector: InlineProtector, policy: RoutePolicy, route: str) -> InlineVerdict:
+    """Read the body Flask's way (cached, so the view reads it again) within the limit."""
+    limit = protector.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return protector.too_large(policy, route=route)
+    # Flask >= 3.1: a per-request limit that also bounds bodies without a Content-Length.
+    previous = request.max_content_length
+    request.max_content_length = limit if previous is None else min(previous, limit)
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return protector.too_large(policy, route=route)
+    finally:
+        request.max_content_length = previous
+    if len(body) > limit:
+        return protector.too_large(policy, route=route)
+    headers = proof_headers(lambda name: request.headers.get(name))
+    return protector.check(headers, body, policy, route=route)

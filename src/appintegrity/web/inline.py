@@ -4,8 +4,11 @@ Each protected request carries either an App Attest assertion over its body
 (``X-App-Attest-Key-Id`` + ``X-App-Attest-Assertion``, the key registered earlier in the
 shared store) or a Play Integrity token whose ``requestHash`` is base64url(SHA-256(body))
 (``X-Play-Integrity-Token``). ``InlineVerifier`` checks them with the core verifiers and the
-store; ``InlineMiddleware`` does it in front of an ASGI app and puts the ``DeviceProof`` on
-``request.state.app_integrity``.
+store; ``InlineProtector`` adds what every adapter shares (route policy, monitor or enforce,
+metrics, the JSON error); ``InlineMiddleware`` does it in front of an ASGI app and puts the
+``DeviceProof`` on ``request.state.app_integrity``. The WSGI, Flask and Django adapters
+(``appintegrity.web.wsgi.InlineWSGIMiddleware``, ``AppIntegrity(app, InlineProtector(...))``,
+``APP_INTEGRITY = {"PROTECTOR": ...}``) call ``InlineProtector.check`` from blocking code.
 
 Replays are refused through the store: an assertion's counter must advance atomically, and a
 Play token is consumed once (by its hash) while it could still pass the freshness check.
@@ -19,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import EncodingError, b64_encode, b64url_encode, normalize_key_id
@@ -33,12 +36,14 @@ from appintegrity.errors import (
 from appintegrity.google import Decision, PlayIntegrityVerifier
 from appintegrity.google.nonce import request_hash
 from appintegrity.store.base import Store
+from appintegrity.web.background import BackgroundLoop
 from appintegrity.web.metrics import WebMetrics, default_metrics
 from appintegrity.web.policy import Mode, RoutePolicy, RouteSpec, RouteTable, route_table
 
 KEY_ID_HEADER = "X-App-Attest-Key-Id"
 ASSERTION_HEADER = "X-App-Attest-Assertion"
 PLAY_INTEGRITY_HEADER = "X-Play-Integrity-Token"
+INLINE_HEADERS = (KEY_ID_HEADER, ASSERTION_HEADER, PLAY_INTEGRITY_HEADER)
 MAX_BODY_BYTES = 1 << 20
 logger = logging.getLogger("appintegrity.web.inline")
 _NOT_FOR_THIS_REQUEST = frozenset(
@@ -68,7 +73,13 @@ def _refused(code: str, message: str, status: int = 401) -> ServiceError:
 
 
 class InlineVerifier:
-    """Verifies the device proof a request carries, against the core verifiers and the store."""
+    """Verifies the device proof a request carries, against the core verifiers and the store.
+
+    ``verify`` is awaited on the caller's loop (ASGI). ``verify_blocking`` is for blocking code
+    (WSGI, Flask, Django): it runs ``verify`` on this verifier's own background loop, so the
+    store it drives must not be tied to another loop (SQLite is not), or use one store per side.
+    ``timeout`` bounds a blocking check; past it the request fails closed (503).
+    """
 
     def __init__(
         self,
@@ -78,6 +89,7 @@ class InlineVerifier:
         google: PlayIntegrityVerifier | None = None,
         play_replay_window_seconds: int = 900,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timeout: float = 10.0,
     ) -> None:
         if apple is None and google is None:
             raise ValueError("give an AppAttestVerifier, a PlayIntegrityVerifier, or both")
@@ -86,6 +98,8 @@ class InlineVerifier:
         self.google = google
         self.play_replay_window = timedelta(seconds=play_replay_window_seconds)
         self._clock = clock
+        self.timeout = timeout
+        self._background = BackgroundLoop("appintegrity-inline")
 
     async def verify(self, headers: Mapping[str, str], body: bytes) -> DeviceProof:
         """``headers`` with lower-case names. Raises ``ServiceError`` (status and code set)."""
@@ -101,6 +115,17 @@ class InlineVerifier:
         except VerificationError as error:
             raise _refused(error.reason, error.message) from error
         raise _refused(Code.TOKEN_MISSING, "the request carries no App Attest or Play proof")
+
+    def verify_blocking(self, headers: Mapping[str, str], body: bytes) -> DeviceProof:
+        """``verify`` from blocking code, on this verifier's background loop."""
+        try:
+            return self._background.run(self.verify(headers, body), self.timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailableError("the device proof could not be checked in time") from exc
+
+    def close(self) -> None:
+        """Stop the background loop ``verify_blocking`` started (the store stays open)."""
+        self._background.close()
 
     async def _apple(self, key_id_text: str | None, assertion: str, body: bytes) -> DeviceProof:
         assert self.apple is not None
@@ -153,20 +178,6 @@ class InlineVerifier:
         )
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def _send_error(send: Send, error: ServiceError) -> None:
-    body = json.dumps({"error": {"code": str(error.code), "message": error.message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 _REASON_LABELS: dict[str, str] = {
     Code.TOKEN_MISSING: "missing",
     Code.TOKEN_CONSUMED: "consumed",
@@ -184,6 +195,145 @@ def _reason_label(code: str) -> str:
     return _REASON_LABELS.get(code, "invalid")
 
 
+class InlineVerdict(NamedTuple):
+    """What inline mode concluded for one request (the counterpart of ``Verdict``).
+
+    ``allowed`` is what the adapter does; ``error`` is what enforcement answers (or would
+    answer, in monitor mode). ``proof`` is what the handler sees: set when the proof verified
+    (also for a ``limit`` decision passed in monitor mode), None otherwise.
+    """
+
+    allowed: bool
+    proof: DeviceProof | None
+    error: ServiceError | None = None
+
+    @property
+    def status(self) -> int:
+        return self.error.status if self.error is not None else 200
+
+    def body(self) -> bytes:
+        """The JSON error body: ``{"error": {"code", "message"}}``."""
+        if self.error is None:
+            return b"{}"
+        payload = {"error": {"code": str(self.error.code), "message": self.error.message}}
+        return json.dumps(payload).encode()
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("content-type", "application/json")]
+
+
+def proof_headers(get: Callable[[str], str | None]) -> dict[str, str]:
+    """The inline headers a request carries, lower-cased as ``InlineVerifier.verify`` wants;
+    ``get`` looks one header up by name (case-insensitively, as every framework does)."""
+    found: dict[str, str] = {}
+    for name in INLINE_HEADERS:
+        value = get(name)
+        if value is not None:
+            found[name.lower()] = value
+    return found
+
+
+class InlineProtector:
+    """Inline mode's framework-neutral core: proof in, ``InlineVerdict`` out.
+
+    ``RoutePolicy.accept_limit`` and ``RoutePolicy.mode`` apply; every check is counted in
+    ``metrics`` and logged (route, reason, code; never a proof) in both modes, and only
+    ``enforce`` refuses. A body over ``max_body_bytes`` is refused in both modes: it cannot be
+    hashed without reading it all.
+    """
+
+    def __init__(
+        self,
+        verifier: InlineVerifier,
+        *,
+        mode: Mode | str = Mode.ENFORCE,
+        metrics: WebMetrics | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.verifier = verifier
+        self.mode = Mode(mode)
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.max_body_bytes = max_body_bytes
+
+    def validate(self, policy: RoutePolicy) -> None:
+        """Start-up check, as ``Protector.validate``: every policy can be served inline."""
+
+    async def check_async(
+        self, headers: Mapping[str, str], body: bytes, policy: RoutePolicy, *, route: str
+    ) -> InlineVerdict:
+        """Check one request on the caller's loop (ASGI); ``headers`` lower-cased."""
+        try:
+            proof = await self.verifier.verify(headers, body)
+        except ServiceError as error:
+            return self.conclude(route, policy, None, error)
+        return self.conclude(route, policy, proof, None)
+
+    def check(
+        self, headers: Mapping[str, str], body: bytes, policy: RoutePolicy, *, route: str
+    ) -> InlineVerdict:
+        """Check one request from blocking code (WSGI, Flask, Django); ``headers`` lower-cased."""
+        try:
+            proof = self.verifier.verify_blocking(headers, body)
+        except ServiceError as error:
+            return self.conclude(route, policy, None, error)
+        return self.conclude(route, policy, proof, None)
+
+    def too_large(self, policy: RoutePolicy, *, route: str) -> InlineVerdict:
+        """The verdict for a body over ``max_body_bytes`` (413, in both modes)."""
+        error = _refused(Code.REQUEST_TOO_LARGE, f"body over {self.max_body_bytes} bytes", 413)
+        return self.conclude(route, policy, None, error)
+
+    def conclude(
+        self,
+        route: str,
+        policy: RoutePolicy,
+        proof: DeviceProof | None,
+        error: ServiceError | None,
+    ) -> InlineVerdict:
+        mode = policy.mode or self.mode
+        if proof is not None and proof.decision == "limit" and not policy.accept_limit:
+            error = _refused(
+                Code.TOKEN_LIMITED_DECISION, "this route needs decision 'allow', found 'limit'", 403
+            )
+        if error is None:
+            self.metrics.record(route, mode, "verified", "verified", "allowed")
+            return InlineVerdict(True, proof)
+        allowed = mode is Mode.MONITOR and error.code != Code.REQUEST_TOO_LARGE
+        action = "allowed" if allowed else "refused"
+        label = _reason_label(error.code)
+        self.metrics.record(route, mode, "unverified", label, action)
+        logger.info(
+            "device proof unverified on %s: %s (%s); %s in %s mode",
+            route,
+            label,
+            error.code,
+            action,
+            mode.value,
+            extra={"route": route, "reason": label, "code": str(error.code)},
+        )
+        if not allowed:
+            return InlineVerdict(False, None, error)
+        # Monitor mode: the handler sees a proof only if it verified (a 'limit' decision).
+        return InlineVerdict(
+            True, proof if error.code == Code.TOKEN_LIMITED_DECISION else None, error
+        )
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _send_refusal(send: Send, verdict: InlineVerdict) -> None:
+    body = verdict.body()
+    headers = [(name.encode(), value.encode()) for name, value in verdict.headers()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class InlineMiddleware:
     """ASGI middleware for inline mode; ``RoutePolicy.accept_limit`` and ``mode`` apply."""
 
@@ -199,11 +349,10 @@ class InlineMiddleware:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
-        self.verifier = verifier
+        self.protector = InlineProtector(
+            verifier, mode=mode, metrics=metrics, max_body_bytes=max_body_bytes
+        )
         self.routes = route_table(routes, default)
-        self.mode = Mode(mode)
-        self.metrics = metrics if metrics is not None else default_metrics()
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -214,45 +363,23 @@ class InlineMiddleware:
             await self.app(scope, receive, send)
             return
         route, policy = match
-        mode = policy.mode or self.mode
         headers = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
         }
-        body, error = await self._read_body(receive)
-        proof: DeviceProof | None = None
-        if error is None:
-            try:
-                proof = await self.verifier.verify(headers, body)
-            except ServiceError as refused:
-                error = refused
-        if proof is not None and proof.decision == "limit" and not policy.accept_limit:
-            error = _refused(
-                Code.TOKEN_LIMITED_DECISION, "this route needs decision 'allow', found 'limit'", 403
-            )
-        if error is None:
-            self.metrics.record(route, mode, "verified", "verified", "allowed")
+        body = await self._read_body(receive)
+        if body is None:
+            verdict = self.protector.too_large(policy, route=route)
+            body = b""
         else:
-            allowed = mode is Mode.MONITOR and error.code != Code.REQUEST_TOO_LARGE
-            action = "allowed" if allowed else "refused"
-            label = _reason_label(error.code)
-            self.metrics.record(route, mode, "unverified", label, action)
-            logger.info(
-                "device proof unverified on %s: %s (%s); %s in %s mode",
-                route,
-                label,
-                error.code,
-                action,
-                mode.value,
-                extra={"route": route, "reason": label, "code": str(error.code)},
-            )
-            if not allowed:
-                await _send_error(send, error)
-                return
-            proof = proof if error.code == Code.TOKEN_LIMITED_DECISION else None
-        scope.setdefault("state", {})["app_integrity"] = proof
+            verdict = await self.protector.check_async(headers, body, policy, route=route)
+        if not verdict.allowed:
+            await _send_refusal(send, verdict)
+            return
+        scope.setdefault("state", {})["app_integrity"] = verdict.proof
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes, ServiceError | None]:
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None once it grows past the limit."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -261,14 +388,12 @@ class InlineMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                return b"", _refused(
-                    Code.REQUEST_TOO_LARGE, f"body over {self.max_body_bytes} bytes", 413
-                )
+            if size > self.protector.max_body_bytes:
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks), None
+        return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

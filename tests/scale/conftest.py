@@ -29,10 +29,15 @@ class LazyCluster:
         self.proxies: dict[str, ProxyThread] = {}  # backends reached through a proxy, if any
         self._cleanups: list[Callable[[], None]] = []
 
-    def get(self, stores: SharedStores, build: Callable[[LazyCluster], Cluster]) -> Cluster:
+    def shared_stores(self, postgres_url: str, redis_url: str) -> SharedStores:
+        """The module's schema and key prefix, chosen once."""
+        if self.stores is None:
+            self.stores = SharedStores(postgres_url, redis_url)
+            self._cleanups.append(self.stores.drop)
+        return self.stores
+
+    def get(self, build: Callable[[LazyCluster], Cluster]) -> Cluster:
         if self.cluster is None:
-            self.stores = stores
-            self._cleanups.append(stores.drop)
             self.cluster = build(self)
             self._cleanups.insert(0, self.cluster.stop)
             self.cluster.start()
@@ -56,6 +61,7 @@ def lazy_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LazyClust
 
 
 @pytest.fixture
-def shared_stores(postgres_url: str, redis_url: str) -> SharedStores:
-    """Reachability checked per test (skip or fail); the names are only used by the first."""
-    return SharedStores(postgres_url, redis_url)
+def shared_stores(lazy_cluster: LazyCluster, postgres_url: str, redis_url: str) -> SharedStores:
+    """Reachability is checked for every test (skip, or fail in CI); the schema and prefix are
+    the module's."""
+    return lazy_cluster.shared_stores(postgres_url, redis_url)

@@ -53,7 +53,7 @@ def cluster(lazy_cluster: LazyCluster, shared_stores: SharedStores) -> Cluster:
         )
         return Cluster(holder.directory, config, holder.ca, INSTANCES)
 
-    return lazy_cluster.get(shared_stores, build)
+    return lazy_cluster.get(build)
 
 
 def _spread(cluster: Cluster, path: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:

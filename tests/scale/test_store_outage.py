@@ -68,7 +68,7 @@ def outage(lazy_cluster: LazyCluster, shared_stores: SharedStores) -> Outage:
         )
         return Cluster(holder.directory, config, holder.ca, INSTANCES)
 
-    cluster = lazy_cluster.get(shared_stores, build)
+    cluster = lazy_cluster.get(build)
     cluster.wait_healthy()
     return Outage(cluster, lazy_cluster.proxies)
 

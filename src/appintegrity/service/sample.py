@@ -31,6 +31,18 @@ id = "ABCDE12345.com.example.app"        # iOS: TEAMID.bundleId
 platform = "ios"
 environment = "production"               # or "development" (Xcode builds)
 # trust_roots = ["test-root.pem"]        # test CAs only: replaces Apple's App Attestation root
+# Receipts and fraud risk (docs/service.md, "Receipts and fraud risk"):
+# receipt_trust_roots = ["receipt-root.pem"]  # test CAs only: replaces Apple Root CA - G3
+# require_valid_receipt = false          # true: a receipt that does not validate is 401
+# max_risk_metric = 20                   # above it, assertions are decided by risk_action
+# risk_action = "limit"                  # or "block" (403 decision.blocked)
+#
+# [apps.receipt_refresh]                 # refresh receipts with Apple to learn the risk metric
+# team_id = "ABCDE12345"
+# devicecheck_key_id = "KEY1234567"
+# devicecheck_private_key_file = "AuthKey_KEY1234567.p8"
+# interval_hours = 24                    # refresh receipts older than this
+# background = true                      # false: only `appintegrity receipts refresh` (cron)
 
 [[apps]]
 id = "com.example.app"                   # Android: package name

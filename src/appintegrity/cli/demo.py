@@ -3,7 +3,8 @@
 It starts the service on a random loopback port (temporary SQLite store, a throwaway App Attest
 CA as trust root, throwaway Play Integrity keys), then walks a software iPhone and a software
 Android phone through challenge → registration → assertion → app token → a protected request,
-and shows a replayed assertion and a tampered payload being refused.
+and shows a replayed assertion and a tampered payload being refused. The devices speak through
+the test kit's ``IntegrityClient``, the same calls a backend's own tests can make.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import tempfile
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from appintegrity.errors import AppIntegrityError
 
 IOS_APP = "DEMO123456.com.example.demo"
 ANDROID_APP = "com.example.demo"
@@ -56,16 +58,36 @@ def _short(token: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import httpx
 
-    from appintegrity.encoding import b64_encode, b64url_encode
+    from appintegrity.encoding import b64url_encode
     from appintegrity.google.nonce import request_hash
     from appintegrity.service import create_app, parse_config
     from appintegrity.service.server import BackgroundServer
     from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
+    from appintegrity.testing.client import ASSERTIONS, IntegrityClient, ServiceRefusal
     from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
     from appintegrity.tokens import AppTokenVerifier, StaticJwks, TokenError
 
     logging.getLogger("appintegrity").setLevel(logging.ERROR)
     out = _Narrator()
+
+    # The devices talk through the test kit's IntegrityClient; these hooks print every
+    # request and answer it exchanges, so the demo shows the wire contract as it happens.
+    def show_request(request: httpx.Request) -> None:
+        body = json.loads(request.content) if request.content else {}
+        if isinstance(body, dict):
+            body = {k: (_short(v) if k == "token" else v) for k, v in body.items()}
+        out.show(f"{request.method} {request.url.path}", body)
+
+    def show_response(response: httpx.Response) -> None:
+        response.read()
+        try:
+            result = response.json()
+        except ValueError:
+            result = response.text
+        if isinstance(result, dict) and isinstance(result.get("appToken"), str):
+            result = {**result, "appToken": _short(result["appToken"])}
+        out.show(f"→ {response.status_code}", result)
+
     with tempfile.TemporaryDirectory(prefix="appintegrity-demo-") as tmp:
         directory = Path(tmp)
         ca = AppAttestCA.generate()
@@ -99,31 +121,19 @@ def run(args: argparse.Namespace) -> int:
         out.section("Starting the integrity service")
         with (
             BackgroundServer(create_app(config)) as server,
-            httpx.Client(base_url=server.url, timeout=10) as http,
+            httpx.Client(timeout=10) as plain,
+            httpx.Client(
+                timeout=10,
+                event_hooks={"request": [show_request], "response": [show_response]},
+            ) as narrated,
         ):
             print(f"    listening on {server.url} (store: SQLite in {directory})")
             print(
                 "    trust root: a throwaway App Attest CA (test devices only, never in production)"
             )
+            client = IntegrityClient(server.url, http=narrated)
 
-            def call(path: str, body: dict[str, Any], expect: int) -> dict[str, Any]:
-                response = http.post(path, json=body)
-                shown = {k: (_short(v) if k == "token" else v) for k, v in body.items()}
-                out.show(f"POST {path}", shown)
-                result: dict[str, Any] = response.json()
-                if isinstance(result.get("appToken"), str):
-                    result = {**result, "appToken": _short(result["appToken"])}
-                out.show(f"→ {response.status_code}", result)
-                if response.status_code != expect:
-                    raise _Failed(f"expected {expect} from {path}, got {response.status_code}")
-                full: dict[str, Any] = response.json()
-                return full
-
-            def challenge(purpose: str) -> str:
-                value: str = call("/v1/challenges", {"purpose": purpose}, 201)["challenge"]
-                return value
-
-            jwks = http.get("/.well-known/jwks.json").json()
+            jwks = plain.get(f"{server.url}/.well-known/jwks.json").json()
             verifier = AppTokenVerifier(StaticJwks(jwks), issuer=issuer, audience=issuer)
 
             def protected_request(app_token: str, action: str) -> None:
@@ -140,11 +150,15 @@ def run(args: argparse.Namespace) -> int:
                     "request served",
                 )
 
-            def refused(path: str, body: dict[str, Any], status: int, code: str) -> None:
-                result = call(path, body, status)
-                if result.get("error", {}).get("code") != code:
-                    raise _Failed(f"expected {code}, got {result}")
-                print(f"    REFUSED as expected: {code}")
+            def refused(body: dict[str, object], status: int, code: str) -> None:
+                try:
+                    result = client.post_json(ASSERTIONS, body)
+                except ServiceRefusal as exc:
+                    if (exc.status, exc.code) != (status, code):
+                        raise _Failed(f"expected {status} {code}, got {exc}") from exc
+                    print(f"    REFUSED as expected: {code}")
+                    return
+                raise _Failed(f"expected {code}, got {result}")
 
             # -- iPhone ----------------------------------------------------------------------
             out.section("A software iPhone (App Attest)")
@@ -152,86 +166,46 @@ def run(args: argparse.Namespace) -> int:
             out.say("The app makes a key in the Secure Enclave (DCAppAttestService.generateKey)")
             key_id = phone.generate_key()
             out.show("keyId", key_id)
-            out.say("It asks the service for a one-time challenge")
-            value = challenge("attestation")
-            out.say("Apple attests the key over SHA-256(challenge); the app registers it")
-            attestation = b64_encode(phone.attest_key(key_id, value))
-            registration = call(
-                "/v1/registrations",
-                {
-                    "platform": "ios",
-                    "format": "apple-app-attest",
-                    "keyId": key_id,
-                    "challenge": value,
-                    "token": attestation,
-                },
-                201,
+            out.say(
+                "It asks the service for a one-time challenge; Apple attests the key over "
+                "SHA-256(challenge); the app registers it"
             )
-            protected_request(registration["appToken"], "open the app")
+            registration = client.register_iphone(phone, key_id=key_id)
+            protected_request(registration.app_token.token, "open the app")
 
             out.say("Before a sensitive action: a fresh challenge, inside the payload it signs")
-            value = challenge("assertion")
-            payload = json.dumps({"action": "redeem", "credits": 50, "challenge": value})
-            assertion = {
-                "platform": "ios",
-                "format": "apple-app-attest",
-                "keyId": key_id,
-                "payload": payload,
-                "token": b64_encode(phone.generate_assertion(key_id, payload)),
-            }
-            result = call("/v1/assertions", assertion, 200)
-            protected_request(result["appToken"], "redeem 50 credits")
+            redeem = {"action": "redeem", "credits": 50}
+            assertion = client.ios_assertion_request(phone, key_id, payload=redeem)
+            result = client.post_json(ASSERTIONS, assertion)
+            protected_request(str(result["appToken"]), "redeem 50 credits")
 
             out.say("An attacker replays the same assertion")
-            refused("/v1/assertions", assertion, 409, "challenge.consumed")
+            refused(assertion, 409, "challenge.consumed")
 
             out.say("An attacker changes the payload of a fresh, signed assertion (50 → 5000)")
-            value = challenge("assertion")
-            payload = json.dumps({"action": "redeem", "credits": 50, "challenge": value})
-            signed = b64_encode(phone.generate_assertion(key_id, payload))
-            tampered = payload.replace('"credits": 50', '"credits": 5000')
-            refused(
-                "/v1/assertions",
-                {**assertion, "payload": tampered, "token": signed},
-                401,
-                "apple.signature_invalid",
-            )
+            signed = client.ios_assertion_request(phone, key_id, payload=redeem)
+            tampered = str(signed["payload"]).replace('"credits": 50', '"credits": 5000')
+            refused({**signed, "payload": tampered}, 401, "apple.signature_invalid")
 
             # -- Android ---------------------------------------------------------------------
             out.section("A software Android phone (Play Integrity)")
             device = SoftwareAndroidDevice(ANDROID_APP, keys=play_keys, certificate_digest=digest)
             out.say("A challenge, a payload carrying it, requestHash = base64url(SHA-256(payload))")
-            value = challenge("assertion")
-            payload = json.dumps({"action": "transfer", "amount": 20, "challenge": value})
-            binding = request_hash(payload)
-            out.show("requestHash", binding)
+            transfer = {"action": "transfer", "amount": 20}
+            android = client.android_assertion_request(device, payload=transfer)
+            out.show("payload", android["payload"])
+            out.show("requestHash", request_hash(str(android["payload"])))
             out.say("Play Integrity returns a token bound to that hash; the app sends it")
-            android = {
-                "platform": "android",
-                "format": "google-play-integrity",
-                "payload": payload,
-                "token": device.request_integrity_token(request_hash=binding),
-            }
-            result = call("/v1/assertions", android, 200)
-            protected_request(result["appToken"], "transfer 20")
+            result = client.post_json(ASSERTIONS, android)
+            protected_request(str(result["appToken"]), "transfer 20")
 
             out.say("An attacker replays the token")
-            refused("/v1/assertions", android, 409, "challenge.consumed")
+            refused(android, 409, "challenge.consumed")
 
             out.say("An attacker changes the amount in a fresh request (20 → 2000)")
-            value = challenge("assertion")
-            payload = json.dumps({"action": "transfer", "amount": 20, "challenge": value})
-            token = device.request_integrity_token(request_hash=request_hash(payload))
-            refused(
-                "/v1/assertions",
-                {
-                    **android,
-                    "payload": payload.replace('"amount": 20', '"amount": 2000'),
-                    "token": token,
-                },
-                401,
-                "google.request_hash_mismatch",
-            )
+            fresh = client.android_assertion_request(device, payload=transfer)
+            changed = str(fresh["payload"]).replace('"amount": 20', '"amount": 2000')
+            refused({**fresh, "payload": changed}, 401, "google.request_hash_mismatch")
 
             out.section("Done")
             print(
@@ -243,6 +217,6 @@ def run(args: argparse.Namespace) -> int:
 def main_guarded(args: argparse.Namespace) -> int:
     try:
         return run(args)
-    except _Failed as exc:
+    except (_Failed, AppIntegrityError) as exc:
         print(f"\nDEMO FAILED: {exc}")
         return 1

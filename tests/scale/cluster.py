@@ -233,6 +233,7 @@ class Cluster:
             deadline = time.monotonic() + STARTUP_SECONDS
             for instance in self.instances:
                 self._wait_healthy(instance, deadline)
+            self._wait_same_signing_keys(deadline)
         except BaseException:
             self.stop()
             raise
@@ -254,6 +255,20 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"instance {instance.url} not healthy:\n{instance.log_tail()}")
             time.sleep(0.1)
+
+    def _wait_same_signing_keys(self, deadline: float) -> None:
+        """Instances started together on an empty store may each create a first signing key;
+        within ``key_refresh_seconds`` they all load all of them. Tests start after that."""
+        while True:
+            kid_sets = []
+            for instance in self.instances:
+                keys = instance.client.get("/.well-known/jwks.json").json()["keys"]
+                kid_sets.append(frozenset(key["kid"] for key in keys))
+            if len(set(kid_sets)) == 1:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the instances never agreed on signing keys: {kid_sets}")
+            time.sleep(0.05)
 
     def wait_healthy(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

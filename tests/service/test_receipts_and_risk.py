@@ -17,6 +17,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appintegrity.apple.receipt import ReceiptType, parse_receipt, verify_receipt
 from appintegrity.errors import ConfigError, Reason
@@ -613,3 +615,38 @@ def test_a_devicecheck_key_that_is_not_p256_is_a_config_error_without_its_conten
     with pytest.raises(ConfigError, match="devicecheck_private_key_file") as caught:
         Apps(config)
     assert "PRIVATE KEY" not in caught.value.message
+
+
+# -- hostile receipts ----------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    receipt=st.one_of(
+        st.binary(min_size=1, max_size=300),
+        st.tuples(st.integers(0, 2000), st.integers(0, 255)),
+    )
+)
+def test_arbitrary_receipt_bytes_never_break_a_registration(
+    risky: Service, apple: Apple, receipt: bytes | tuple[int, int]
+) -> None:
+    """Random bytes, or a genuine receipt with one byte changed, in an otherwise valid
+    attestation: 201 with the receipt reported, or (receipt required) 401 with the exact code."""
+
+    def factory(app_id: str, certificate: bytes, client_hash: bytes) -> bytes:
+        if isinstance(receipt, bytes):
+            return receipt
+        genuine = bytearray(apple.authority.attestation_receipt(app_id, certificate, client_hash))
+        position, value = receipt
+        genuine[position % len(genuine)] ^= value or 1
+        return bytes(genuine)
+
+    lenient = risky.kit.iphone(IOS_APP, receipt_factory=factory)
+    _, response = register(risky, lenient)
+    assert response.status_code == 201, response.text
+    assert response.json()["receipt"]["valid"] in (True, False)
+    strict = risky.kit.iphone(IOS_DEV_APP, environment="development", receipt_factory=factory)
+    _, response = register(risky, strict)
+    if response.status_code != 201:
+        assert response.status_code == 401, response.text
+        assert error_of(response) == "apple.receipt_invalid"

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from inline_support import CASES, MAX_BODY, ROUTES, Case, run_case
+from inline_support import Rig as SharedRig
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -193,3 +195,48 @@ def test_play_verdict_refusal_is_403_with_the_rule_as_code(rig: Rig) -> None:
     headers = rig.play_headers(licensing="UNLICENSED")
     response = rig.client().post("/buy", content=BODY, headers=headers)
     assert (response.status_code, error_code(response)) == (403, "google.unlicensed")
+
+
+# The outcome matrix every inline adapter answers identically (WSGI, Flask and Django too).
+
+
+@pytest.fixture
+def shared_rig(tmp_path: Path) -> Iterator[SharedRig]:
+    r = SharedRig(tmp_path)
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_outcome(shared_rig: SharedRig, case: Case, mode: Mode) -> None:
+    async def handler(request: Request) -> JSONResponse:
+        proof = getattr(request.state, "app_integrity", None)
+        return JSONResponse(
+            {
+                "platform": proof.platform if proof else None,
+                "decision": proof.decision if proof else None,
+                "echo": (await request.body()).decode(),
+            }
+        )
+
+    app = Starlette(
+        routes=[Route(p, handler, methods=["POST"]) for p in ROUTES],
+        middleware=[
+            Middleware(
+                InlineMiddleware,
+                verifier=shared_rig.verifier,
+                routes=ROUTES,
+                mode=mode,
+                metrics=shared_rig.metrics,
+                max_body_bytes=MAX_BODY,
+            )
+        ],
+    )
+    client = TestClient(app)
+
+    def send(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, object]]:
+        response = client.post(path, headers=headers, content=body)
+        return response.status_code, response.json()
+
+    run_case(shared_rig, case, mode, send)

@@ -100,8 +100,10 @@ def _check_inline(protector: InlineProtector, policy: RoutePolicy, route: str) -
     if declared is not None and declared > limit:
         return protector.too_large(policy, route=route)
     # Flask >= 3.1: a per-request limit that also bounds bodies without a Content-Length.
+    # Werkzeug stops such a stream at the limit without an error, so allow one byte more:
+    # a body that reaches it is over ours.
     previous = request.max_content_length
-    request.max_content_length = limit if previous is None else min(previous, limit)
+    request.max_content_length = limit + 1 if previous is None else min(previous, limit + 1)
     try:
         body = request.get_data(cache=True)
     except RequestEntityTooLarge:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -202,6 +205,38 @@ def test_signing_key_rotated_on_one_instance_is_served_by_all(cluster: Cluster) 
         verifier = AppTokenVerifier(StaticJwks(jwks), issuer=ISSUER, audience=ISSUER)
         assert verifier.verify(fresh.json()["appToken"]).subject == phone.app_id
     assert AppTokenVerifier(StaticJwks(jwks), issuer=ISSUER, audience=ISSUER).verify(old_token)
+
+
+def test_signing_key_rotated_with_the_cli_on_the_store_reaches_every_instance(
+    cluster: Cluster,
+) -> None:
+    before = _jwks_kids(cluster, 0)
+    command = ["signing-key", "rotate", "--config", str(cluster.config)]
+    rotated = subprocess.run(
+        [sys.executable, "-m", "appintegrity", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("APPINTEGRITY_")},
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    started = time.monotonic()
+    while True:
+        added = [_jwks_kids(cluster, i) - before for i in range(INSTANCES)]
+        if all(added):
+            break
+        assert time.monotonic() - started < KEY_REFRESH_SECONDS + 10, added
+        time.sleep(0.02)
+    (new_kid,) = set.union(*added)
+    assert all(new == {new_kid} for new in added)
+    phone = cluster.iphone()
+    key_id = cluster.register(2, phone)
+    for index in range(INSTANCES):
+        body = cluster.assertion_body(phone, key_id, cluster.challenge(index))
+        answer = cluster.post(index, "/v1/assertions", body)
+        assert answer.status_code == 200, answer.text
+        assert _kid(answer.json()["appToken"]) == new_kid
 
 
 def _outside_window_edge(margin: float = 8.0) -> None:

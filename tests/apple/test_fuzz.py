@@ -16,6 +16,7 @@ from appintegrity.apple import (
     parse_assertion,
     parse_attestation_object,
 )
+from appintegrity.apple.certificates import parse_certificate
 from appintegrity.errors import AppleVerificationError
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
@@ -171,4 +172,15 @@ def test_duplicate_map_keys_are_refused() -> None:
     )
     with pytest.raises(AppleVerificationError) as caught:
         parse_attestation_object(data)
+    assert caught.value.reason == "apple.malformed"
+
+
+def test_certificate_with_an_unknown_x509_version_is_malformed_not_a_crash() -> None:
+    der = bytearray(AppAttestCA.generate().intermediate_der)
+    # The version field [0] EXPLICIT INTEGER 2 (v3) sits right after the two outer SEQUENCE
+    # headers; make it 7, a version X.509 never defined.
+    index = der.index(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))
+    der[index + 4] = 7
+    with pytest.raises(AppleVerificationError) as caught:
+        parse_certificate(bytes(der), "x5c[1]")
     assert caught.value.reason == "apple.malformed"

@@ -159,7 +159,7 @@ def parse_certificate(der: bytes, what: str) -> x509.Certificate:
         )
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise AppleVerificationError(
             Reason.APPLE_MALFORMED, f"{what} is not a DER certificate ({exc})"
         ) from exc

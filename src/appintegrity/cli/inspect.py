@@ -198,7 +198,7 @@ def _explain_attestation(raw: bytes, now: datetime) -> dict[str, object]:
         try:
             certificate = x509.load_der_x509_certificate(der)
             certificates.append(_describe_certificate(certificate, index))
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
             raise InspectError(f"x5c[{index}] is not a usable DER certificate: {exc}") from exc
         if index == 0:
             leaf = certificate
@@ -364,7 +364,7 @@ def _subject(der: object) -> str:
         return str(der)
     try:
         return x509.load_der_x509_certificate(der).subject.rfc4514_string()
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         return f"<{len(der)} bytes, undecodable>"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,19 @@ def test_chunked_body_over_the_limit_is_413(rig: Rig) -> None:
     answer = app_for(rig, Mode.MONITOR)(environ, lambda status, hdrs: captured.append(status))
     assert captured == ["413 Request Entity Too Large"]
     assert json.loads(b"".join(answer))["error"]["code"] == "request.too_large"
+
+
+def test_one_assertion_raced_from_many_threads_passes_once(rig: Rig) -> None:
+    app = app_for(rig, Mode.ENFORCE)
+    headers = rig.assertion_headers()
+
+    def send(_: int) -> tuple[int, str | None]:
+        response = Client(app).post("/buy", headers=headers, data=BODY)
+        body = response.get_json()
+        return response.status_code, body.get("error", {}).get("code")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = sorted(pool.map(send, range(8)), key=lambda a: a[0])
+    assert answers[0] == (200, None)
+    assert answers[1:] == [(401, "apple.counter_invalid")] * 7
+    assert rig.counter() == 1

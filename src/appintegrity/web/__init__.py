@@ -3,6 +3,8 @@
 ``Protector`` is the framework-neutral core; the adapters live in submodules so that
 importing this package pulls in no web framework: ``appintegrity.web.asgi`` (Starlette,
 FastAPI, any ASGI app), ``.fastapi`` (a dependency), ``.wsgi``, ``.flask``, ``.django``.
+``.inline`` is inline mode (no service: the device proof is checked in the API itself), which
+the ASGI, WSGI, Flask and Django adapters also serve.
 """
 
 from __future__ import annotations

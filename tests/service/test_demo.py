@@ -26,4 +26,6 @@ def test_demo_exits_0_and_prints_every_step_and_refusal() -> None:
         "REFUSED as expected: google.request_hash_mismatch",
     ):
         assert expected in out, expected
+    # The software iPhone's attestation carries a receipt from the demo's receipt authority.
+    assert '"receipt": {\n        "valid": true' in out
     assert "Traceback" not in result.stderr

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
     from appintegrity.testing.client import ASSERTIONS, IntegrityClient, ServiceRefusal
     from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
+    from appintegrity.testing.receipts import ReceiptAuthority
     from appintegrity.tokens import AppTokenVerifier, StaticJwks, TokenError
 
     logging.getLogger("appintegrity").setLevel(logging.ERROR)
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         directory = Path(tmp)
         ca = AppAttestCA.generate()
         (directory / "demo-root.pem").write_bytes(ca.root_pem)
+        receipts = ReceiptAuthority()  # stands in for Apple's fraud receipt signer
+        (directory / "demo-receipt-root.pem").write_text(receipts.root_pem)
         play_keys = PlayIntegrityTestKeys.generate()
         digest = b64url_encode(hashlib.sha256(b"demo signing certificate").digest())
         issuer = "http://demo.appintegrity.invalid"
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                         "platform": "ios",
                         "environment": "production",
                         "trust_roots": ["demo-root.pem"],
+                        "receipt_trust_roots": ["demo-receipt-root.pem"],
                     },
                     {
                         "id": ANDROID_APP,
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
             # -- iPhone ----------------------------------------------------------------------
             out.section("A software iPhone (App Attest)")
-            phone = SoftwareIPhone(IOS_APP, ca=ca)
+            phone = SoftwareIPhone(IOS_APP, ca=ca, receipt_factory=receipts.attestation_receipt)
             out.say("The app makes a key in the Secure Enclave (DCAppAttestService.generateKey)")
             key_id = phone.generate_key()
             out.show("keyId", key_id)

@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 
 from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import b64_encode
+from appintegrity.errors import ConfigError
 from appintegrity.google import PlayIntegrityPolicy, PlayIntegrityVerifier
 from appintegrity.google.nonce import request_hash
 from appintegrity.store import DeviceKey, open_store
@@ -240,3 +241,27 @@ def test_outcome(shared_rig: SharedRig, case: Case, mode: Mode) -> None:
         return response.status_code, response.json()
 
     run_case(shared_rig, case, mode, send)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [RoutePolicy(require_token=False), RoutePolicy(binding_header="Authorization")],
+    ids=["optional-proof", "header-binding"],
+)
+def test_policies_inline_mode_cannot_honour_fail_at_start_up(rig: Rig, policy: RoutePolicy) -> None:
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("never reached")
+
+    with pytest.raises(ConfigError):
+        InlineMiddleware(app, rig.verifier, {"/buy": policy})  # type: ignore[arg-type]
+
+
+def test_the_wsgi_inline_middleware_refuses_them_too(rig: Rig) -> None:
+    from appintegrity.web.wsgi import InlineWSGIMiddleware
+
+    with pytest.raises(ConfigError):
+        InlineWSGIMiddleware(
+            lambda environ, start_response: [],
+            rig.verifier,
+            {"/buy": RoutePolicy(require_token=False)},
+        )

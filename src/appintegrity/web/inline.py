@@ -28,6 +28,7 @@ from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import EncodingError, b64_encode, b64url_encode, normalize_key_id
 from appintegrity.errors import (
     Code,
+    ConfigError,
     Reason,
     ServiceError,
     StoreUnavailableError,
@@ -256,7 +257,19 @@ class InlineProtector:
         self.max_body_bytes = max_body_bytes
 
     def validate(self, policy: RoutePolicy) -> None:
-        """Start-up check, as ``Protector.validate``: every policy can be served inline."""
+        """Start-up check, as ``Protector.validate``: refuse options inline mode cannot honour.
+
+        Every inline proof is single-use already (an assertion's counter, a consumed Play
+        token) and there are no debug proofs, so ``require_limited_use`` and ``refuse_debug``
+        hold by construction. An optional proof or a header binding cannot be honoured: a
+        route configured so must fail at start-up, not pass requests silently.
+        """
+        if not policy.require_token:
+            raise ConfigError("inline mode cannot make the device proof optional on a route")
+        if policy.binding_header is not None:
+            raise ConfigError(
+                "inline mode has no app token to bind: the device proof signs the request body"
+            )
 
     async def check_async(
         self, headers: Mapping[str, str], body: bytes, policy: RoutePolicy, *, route: str
@@ -353,6 +366,8 @@ class InlineMiddleware:
             verifier, mode=mode, metrics=metrics, max_body_bytes=max_body_bytes
         )
         self.routes = route_table(routes, default)
+        for policy in self.routes.policies():
+            self.protector.validate(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -142,6 +142,8 @@ class InlineWSGIMiddleware:
             verifier, mode=mode, metrics=metrics, max_body_bytes=max_body_bytes
         )
         self.routes = route_table(routes, default)
+        for policy in self.routes.policies():
+            self.protector.validate(policy)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         match = self.routes.match(

@@ -193,7 +193,7 @@ def create_app(
     async def verify_token(body: TokenVerifyRequest) -> Response:
         """Check an app token (for backends that cannot verify JWTs); ``consume`` uses up a
         limited-use token."""
-        claims = service.keys.verifier.verify(body.token)
+        claims = await service.keys.verify(body.token)
         if body.consume:
             if not claims.limited_use:
                 raise service_error(

@@ -15,15 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from appintegrity.encoding import EncodingError, b64decode_lenient
 from appintegrity.errors import AppIntegrityError, StoreUnavailableError
 from appintegrity.store.base import SigningKeyRecord, Store
 from appintegrity.tokens import (
+    AppTokenClaims,
     AppTokenVerifier,
     SigningKey,
     StaticJwks,
+    TokenError,
     TokenIssuer,
     build_jwks,
 )
+
+# A token naming a kid this instance has not loaded makes it re-read the store at most this
+# often: a key made on another instance (first start, rotation) verifies at once, and a flood
+# of made-up kids costs one store read per interval.
+UNKNOWN_KID_REFRESH_SECONDS = 1.0
 
 log = logging.getLogger("appintegrity.service")
 
@@ -81,6 +89,7 @@ class SigningKeys:
         self.clock = clock
         self._loaded: dict[str, SigningKey] = {}
         self._snapshot: KeySnapshot | None = None
+        self._last_unknown_kid_refresh = float("-inf")
 
     @property
     def snapshot(self) -> KeySnapshot:
@@ -99,6 +108,23 @@ class SigningKeys:
     @property
     def jwks_json(self) -> bytes:
         return self.snapshot.jwks_json
+
+    async def verify(self, token: str) -> AppTokenClaims:
+        """Verify an app token; a kid not loaded yet triggers one (rate-limited) store re-read."""
+        try:
+            return self.snapshot.verifier.verify(token)
+        except TokenError:
+            kid = _kid_of(token)
+            now = asyncio.get_running_loop().time()
+            if (
+                kid is None
+                or kid in self.snapshot.kids
+                or now - self._last_unknown_kid_refresh < UNKNOWN_KID_REFRESH_SECONDS
+            ):
+                raise
+            self._last_unknown_kid_refresh = now
+            await self.refresh()
+            return self.snapshot.verifier.verify(token)
 
     async def start(self) -> None:
         """Load the keys; create the first one if the store has no active key."""
@@ -168,3 +194,14 @@ class SigningKeys:
                     await self.refresh()
             except AppIntegrityError as exc:
                 log.warning("signing key refresh failed: %s", exc.code)
+
+
+def _kid_of(token: str) -> str | None:
+    """The ``kid`` of a compact JWS header, or None when it cannot be read."""
+    header, _, _ = token.partition(".")
+    try:
+        parsed = json.loads(b64decode_lenient(header))
+    except (EncodingError, ValueError):
+        return None
+    kid = parsed.get("kid") if isinstance(parsed, dict) else None
+    return kid if isinstance(kid, str) else None

@@ -14,8 +14,6 @@ reason code.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient
 from appintegrity.errors import AppleVerificationError, Reason
+from appintegrity.http_retry import Retryable, RetryPolicy, retry_after, send_with_retries
 
 __all__ = [
     "DEVELOPMENT_BASE_URL",
@@ -42,7 +41,6 @@ PRODUCTION_BASE_URL = "https://data.appattest.apple.com"
 DEVELOPMENT_BASE_URL = "https://data-development.appattest.apple.com"
 REFRESH_PATH = "/v1/attestationData"
 
-_MAX_RETRY_AFTER = 30.0
 _MAX_RECEIPT_TEXT = 128 * 1024
 
 RefreshStatus = Literal["updated", "not_modified", "no_data"]
@@ -57,27 +55,8 @@ class RefreshResult:
     receipt: bytes | None
 
 
-class _Retryable(Exception):
-    """A transient failure; carries the error to raise once retries are exhausted."""
-
-    def __init__(self, error: AppleVerificationError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
 def _error(reason: Reason, message: str) -> AppleVerificationError:
     return AppleVerificationError(reason, message)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
-    except ValueError:
-        return None
 
 
 class ReceiptRefreshClient:
@@ -116,8 +95,7 @@ class ReceiptRefreshClient:
             base_url = PRODUCTION_BASE_URL if environment == "production" else DEVELOPMENT_BASE_URL
         self._url = base_url.rstrip("/") + REFRESH_PATH
         self._timeout = timeout
-        self._retries = retries
-        self._backoff = backoff
+        self._retry = RetryPolicy(retries=retries, backoff=backoff)
         self._http = http
         self._owns_http = http is None
 
@@ -141,18 +119,7 @@ class ReceiptRefreshClient:
             raise ValueError("receipt must not be empty")
         body = b64_encode(bytes(receipt)).encode("ascii")
         headers = {"Authorization": self.authorization_token(now)}
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(body, headers)
-            except _Retryable as exc:
-                if attempt >= self._retries:
-                    raise exc.error from None
-                delay = self._backoff * (2**attempt) * (0.5 + random.random() / 2)
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
-                attempt += 1
-                await asyncio.sleep(delay)
+        return await send_with_retries(lambda: self._attempt(body, headers), self._retry)
 
     async def _attempt(self, body: bytes, headers: dict[str, str]) -> RefreshResult:
         try:
@@ -160,14 +127,14 @@ class ReceiptRefreshClient:
                 self._url, content=body, headers=headers, timeout=self._timeout
             )
         except httpx.TimeoutException as exc:
-            raise _Retryable(
+            raise Retryable(
                 _error(
                     Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
                     f"receipt refresh timed out after {self._timeout} s",
                 )
             ) from exc
         except httpx.TransportError as exc:
-            raise _Retryable(
+            raise Retryable(
                 _error(
                     Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
                     f"receipt refresh server unreachable: {type(exc).__name__}",
@@ -187,12 +154,12 @@ class ReceiptRefreshClient:
                 f"{message}: check the team id, key id and that the key has DeviceCheck enabled",
             )
         if status == 429:
-            raise _Retryable(
-                _error(Reason.APPLE_RECEIPT_REFRESH_RATE_LIMITED, message), _retry_after(response)
+            raise Retryable(
+                _error(Reason.APPLE_RECEIPT_REFRESH_RATE_LIMITED, message), retry_after(response)
             )
         if status >= 500:
-            raise _Retryable(
-                _error(Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE, message), _retry_after(response)
+            raise Retryable(
+                _error(Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE, message), retry_after(response)
             )
         raise _error(Reason.APPLE_RECEIPT_REFRESH_FAILED, message)
 

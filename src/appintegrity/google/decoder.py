@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -25,21 +24,12 @@ from google.auth.transport.requests import Request as AuthRequest
 from google.oauth2 import service_account
 
 from appintegrity.errors import GoogleVerificationError, Reason
+from appintegrity.http_retry import Retryable, RetryPolicy, retry_after, send_with_retries
 
 __all__ = ["PLAY_INTEGRITY_SCOPE", "GoogleApiDecoder"]
 
 PLAY_INTEGRITY_SCOPE = "https://www.googleapis.com/auth/playintegrity"
 _PACKAGE_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
-_MAX_RETRY_AFTER = 30.0
-
-
-class _Retryable(Exception):
-    """A transient failure; carries the error to raise once retries are exhausted."""
-
-    def __init__(self, error: GoogleVerificationError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
 
 
 def _google_message(response: httpx.Response) -> str:
@@ -55,16 +45,6 @@ def _google_message(response: httpx.Response) -> str:
             prefix = f"{status}: " if isinstance(status, str) else ""
             return f"HTTP {response.status_code} {prefix}{message[:200]}"
     return f"HTTP {response.status_code}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
-    except ValueError:
-        return None
 
 
 class GoogleApiDecoder:
@@ -116,8 +96,7 @@ class GoogleApiDecoder:
         self._credentials: Credentials = credentials
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
-        self._retries = retries
-        self._backoff = backoff
+        self._retry = RetryPolicy(retries=retries, backoff=backoff)
         self._http = http
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()
@@ -179,22 +158,20 @@ class GoogleApiDecoder:
             raise ValueError(f"not an Android package name: {package_name!r}")
         url = f"{self._base_url}/v1/{package_name}:decodeIntegrityToken"
         refreshed = False
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(url, token, force_refresh=refreshed)
-            except _Unauthorized as exc:
-                if refreshed:
-                    raise exc.error from None
-                refreshed = True  # the cached token may have been revoked: refresh once
-            except _Retryable as exc:
-                if attempt >= self._retries:
-                    raise exc.error from None
-                delay = self._backoff * (2**attempt) * (0.5 + random.random() / 2)
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
-                attempt += 1
-                await asyncio.sleep(delay)
+
+        async def attempt() -> dict[str, object]:
+            # A 401 is not transient but the cached access token may have been revoked: refresh it
+            # once (without spending a retry), and keep forcing refreshes from then on.
+            nonlocal refreshed
+            while True:
+                try:
+                    return await self._attempt(url, token, force_refresh=refreshed)
+                except _Unauthorized as exc:
+                    if refreshed:
+                        raise exc.error from None
+                    refreshed = True
+
+        return await send_with_retries(attempt, self._retry)
 
     async def _attempt(self, url: str, token: str, *, force_refresh: bool) -> dict[str, object]:
         access_token = await self._access_token(force=force_refresh)
@@ -206,14 +183,14 @@ class GoogleApiDecoder:
                 timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
-            raise _Retryable(
+            raise Retryable(
                 GoogleVerificationError(
                     Reason.GOOGLE_API_UNAVAILABLE,
                     f"decodeIntegrityToken timed out after {self._timeout} s",
                 )
             ) from exc
         except httpx.TransportError as exc:
-            raise _Retryable(
+            raise Retryable(
                 GoogleVerificationError(
                     Reason.GOOGLE_API_UNAVAILABLE,
                     f"decodeIntegrityToken unreachable: {type(exc).__name__}",
@@ -228,14 +205,14 @@ class GoogleApiDecoder:
         if status == 403:
             raise GoogleVerificationError(Reason.GOOGLE_API_PERMISSION_DENIED, message)
         if status == 429:
-            raise _Retryable(
+            raise Retryable(
                 GoogleVerificationError(Reason.GOOGLE_API_QUOTA_EXCEEDED, message),
-                _retry_after(response),
+                retry_after(response),
             )
         if status >= 500:
-            raise _Retryable(
+            raise Retryable(
                 GoogleVerificationError(Reason.GOOGLE_API_UNAVAILABLE, message),
-                _retry_after(response),
+                retry_after(response),
             )
         raise GoogleVerificationError(Reason.GOOGLE_API_BAD_REQUEST, message)
 

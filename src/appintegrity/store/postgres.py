@@ -49,6 +49,18 @@ from appintegrity.store.base import (
     fixed_window,
     to_micros,
 )
+from appintegrity.store.rows import (
+    SELECT_DEBUG_TOKENS,
+    SELECT_KEYS,
+    SELECT_SIGNING_KEYS,
+    challenge_record,
+    debug_token_params,
+    debug_token_record,
+    device_key_params,
+    device_key_record,
+    signing_key_params,
+    signing_key_record,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -116,14 +128,6 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_SELECT_KEYS = (
-    "SELECT key_id, app_id, platform, public_key, counter, environment, receipt, risk_metric, "
-    "created_at, last_seen_at, revoked_at FROM device_keys"
-)
-_SELECT_DEBUG_TOKENS = (
-    "SELECT token_id, app_id, name, secret_hash, created_at, revoked_at FROM debug_tokens"
-)
-
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed)
 
 
@@ -131,44 +135,9 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _opt_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
-
-
 def _aware(moment: datetime) -> datetime:
     to_micros(moment)  # refuses naive datetimes
     return moment
-
-
-def _opt_aware(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _aware(moment)
-
-
-def _device_key(row: TupleRow) -> DeviceKey:
-    return DeviceKey(
-        key_id=row[0],
-        app_id=row[1],
-        platform=row[2],
-        public_key=bytes(row[3]),
-        counter=row[4],
-        environment=row[5],
-        receipt=None if row[6] is None else bytes(row[6]),
-        risk_metric=row[7],
-        created_at=_utc(row[8]),
-        last_seen_at=_utc(row[9]),
-        revoked_at=_opt_utc(row[10]),
-    )
-
-
-def _debug_token(row: TupleRow) -> DebugTokenRecord:
-    return DebugTokenRecord(
-        token_id=row[0],
-        app_id=row[1],
-        name=row[2],
-        secret_hash=bytes(row[3]),
-        created_at=_utc(row[4]),
-        revoked_at=_opt_utc(row[5]),
-    )
 
 
 class PostgresStore:
@@ -342,13 +311,7 @@ class PostgresStore:
         )
         if row is None:
             return ConsumedChallenge(ChallengeOutcome.UNKNOWN, None)
-        record = ChallengeRecord(
-            value=value,
-            purpose=row[1],
-            key_id=row[2],
-            created_at=_utc(row[3]),
-            expires_at=_utc(row[4]),
-        )
+        record = challenge_record(value, row[1:], _utc)
         if not row[0]:
             return ConsumedChallenge(ChallengeOutcome.CONSUMED, record)
         if now >= record.expires_at:
@@ -363,25 +326,13 @@ class PostgresStore:
             "environment, receipt, risk_metric, created_at, last_seen_at, revoked_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
-            (
-                key.key_id,
-                key.app_id,
-                key.platform,
-                key.public_key,
-                key.counter,
-                key.environment,
-                key.receipt,
-                key.risk_metric,
-                _aware(key.created_at),
-                _aware(key.last_seen_at),
-                _opt_aware(key.revoked_at),
-            ),
+            device_key_params(key, _aware),
         )
         return row is not None
 
     async def get_key(self, key_id: str) -> DeviceKey | None:
-        row = await self._fetchone(_SELECT_KEYS + " WHERE key_id = %s", (key_id,))
-        return None if row is None else _device_key(row)
+        row = await self._fetchone(SELECT_KEYS + " WHERE key_id = %s", (key_id,))
+        return None if row is None else device_key_record(row, _utc)
 
     async def advance_counter(self, key_id: str, counter: int, now: datetime) -> bool:
         count = await self._rowcount(
@@ -401,14 +352,14 @@ class PostgresStore:
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
         if app_id is None:
             rows = await self._fetchall(
-                _SELECT_KEYS + " ORDER BY created_at DESC, seq DESC LIMIT %s", (limit,)
+                SELECT_KEYS + " ORDER BY created_at DESC, seq DESC LIMIT %s", (limit,)
             )
         else:
             rows = await self._fetchall(
-                _SELECT_KEYS + " WHERE app_id = %s ORDER BY created_at DESC, seq DESC LIMIT %s",
+                SELECT_KEYS + " WHERE app_id = %s ORDER BY created_at DESC, seq DESC LIMIT %s",
                 (app_id, limit),
             )
-        return [_device_key(row) for row in rows]
+        return [device_key_record(row, _utc) for row in rows]
 
     async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
         count = await self._rowcount(
@@ -435,12 +386,7 @@ class PostgresStore:
             await self._rowcount(
                 "INSERT INTO signing_keys (kid, private_key_pem, created_at, retired_at) "
                 "VALUES (%s, %s, %s, %s)",
-                (
-                    record.kid,
-                    record.private_key_pem,
-                    _aware(record.created_at),
-                    _opt_aware(record.retired_at),
-                ),
+                signing_key_params(record, _aware),
             )
         except pg_errors.UniqueViolation as exc:
             raise ValueError(f"signing key {record.kid!r} already exists") from exc
@@ -453,19 +399,8 @@ class PostgresStore:
         return count == 1
 
     async def list_signing_keys(self) -> list[SigningKeyRecord]:
-        rows = await self._fetchall(
-            "SELECT kid, private_key_pem, created_at, retired_at FROM signing_keys "
-            "ORDER BY created_at DESC, seq DESC"
-        )
-        return [
-            SigningKeyRecord(
-                kid=row[0],
-                private_key_pem=bytes(row[1]),
-                created_at=_utc(row[2]),
-                retired_at=_opt_utc(row[3]),
-            )
-            for row in rows
-        ]
+        rows = await self._fetchall(SELECT_SIGNING_KEYS + " ORDER BY created_at DESC, seq DESC")
+        return [signing_key_record(row, _utc) for row in rows]
 
     async def delete_signing_key(self, kid: str) -> bool:
         return await self._rowcount("DELETE FROM signing_keys WHERE kid = %s", (kid,)) == 1
@@ -478,33 +413,24 @@ class PostgresStore:
                 "INSERT INTO debug_tokens "
                 "(token_id, app_id, name, secret_hash, created_at, revoked_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    record.token_id,
-                    record.app_id,
-                    record.name,
-                    record.secret_hash,
-                    _aware(record.created_at),
-                    _opt_aware(record.revoked_at),
-                ),
+                debug_token_params(record, _aware),
             )
         except pg_errors.UniqueViolation as exc:
             raise ValueError("a debug token with this id or secret already exists") from exc
 
     async def find_debug_token(self, secret_hash: bytes) -> DebugTokenRecord | None:
-        row = await self._fetchone(_SELECT_DEBUG_TOKENS + " WHERE secret_hash = %s", (secret_hash,))
-        return None if row is None else _debug_token(row)
+        row = await self._fetchone(SELECT_DEBUG_TOKENS + " WHERE secret_hash = %s", (secret_hash,))
+        return None if row is None else debug_token_record(row, _utc)
 
     async def list_debug_tokens(self, app_id: str | None = None) -> list[DebugTokenRecord]:
         if app_id is None:
-            rows = await self._fetchall(
-                _SELECT_DEBUG_TOKENS + " ORDER BY created_at DESC, seq DESC"
-            )
+            rows = await self._fetchall(SELECT_DEBUG_TOKENS + " ORDER BY created_at DESC, seq DESC")
         else:
             rows = await self._fetchall(
-                _SELECT_DEBUG_TOKENS + " WHERE app_id = %s ORDER BY created_at DESC, seq DESC",
+                SELECT_DEBUG_TOKENS + " WHERE app_id = %s ORDER BY created_at DESC, seq DESC",
                 (app_id,),
             )
-        return [_debug_token(row) for row in rows]
+        return [debug_token_record(row, _utc) for row in rows]
 
     async def revoke_debug_token(self, token_id: str, now: datetime) -> bool:
         count = await self._rowcount(

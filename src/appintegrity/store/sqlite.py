@@ -43,6 +43,18 @@ from appintegrity.store.base import (
     from_micros,
     to_micros,
 )
+from appintegrity.store.rows import (
+    SELECT_DEBUG_TOKENS,
+    SELECT_KEYS,
+    SELECT_SIGNING_KEYS,
+    challenge_record,
+    debug_token_params,
+    debug_token_record,
+    device_key_params,
+    device_key_record,
+    signing_key_params,
+    signing_key_record,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -105,59 +117,6 @@ _MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
     ],
 }
-
-_SELECT_KEYS = (
-    "SELECT key_id, app_id, platform, public_key, counter, environment, receipt, risk_metric, "
-    "created_at, last_seen_at, revoked_at FROM device_keys"
-)
-_SELECT_DEBUG_TOKENS = (
-    "SELECT token_id, app_id, name, secret_hash, created_at, revoked_at FROM debug_tokens"
-)
-
-
-def _opt_micros(moment: datetime | None) -> int | None:
-    return None if moment is None else to_micros(moment)
-
-
-def _opt_time(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(micros)
-
-
-def _device_key(row: tuple[Any, ...]) -> DeviceKey:
-    return DeviceKey(
-        key_id=row[0],
-        app_id=row[1],
-        platform=row[2],
-        public_key=bytes(row[3]),
-        counter=row[4],
-        environment=row[5],
-        receipt=None if row[6] is None else bytes(row[6]),
-        risk_metric=row[7],
-        created_at=from_micros(row[8]),
-        last_seen_at=from_micros(row[9]),
-        revoked_at=_opt_time(row[10]),
-    )
-
-
-def _challenge(value: str, row: tuple[Any, ...]) -> ChallengeRecord:
-    return ChallengeRecord(
-        value=value,
-        purpose=row[0],
-        key_id=row[1],
-        created_at=from_micros(row[2]),
-        expires_at=from_micros(row[3]),
-    )
-
-
-def _debug_token(row: tuple[Any, ...]) -> DebugTokenRecord:
-    return DebugTokenRecord(
-        token_id=row[0],
-        app_id=row[1],
-        name=row[2],
-        secret_hash=bytes(row[3]),
-        created_at=from_micros(row[4]),
-        revoked_at=_opt_time(row[5]),
-    )
 
 
 class SQLiteStore:
@@ -298,7 +257,7 @@ class SQLiteStore:
         won, row = await self._run(consume)
         if row is None:
             return ConsumedChallenge(ChallengeOutcome.UNKNOWN, None)
-        record = _challenge(value, row)
+        record = challenge_record(value, row, from_micros)
         if not won:
             return ConsumedChallenge(ChallengeOutcome.CONSUMED, record)
         if now_us >= row[3]:
@@ -308,19 +267,7 @@ class SQLiteStore:
     # Device keys -------------------------------------------------------------------------
 
     async def add_key(self, key: DeviceKey) -> bool:
-        params = (
-            key.key_id,
-            key.app_id,
-            key.platform,
-            key.public_key,
-            key.counter,
-            key.environment,
-            key.receipt,
-            key.risk_metric,
-            to_micros(key.created_at),
-            to_micros(key.last_seen_at),
-            _opt_micros(key.revoked_at),
-        )
+        params = device_key_params(key, to_micros)
 
         def insert(conn: sqlite3.Connection) -> bool:
             # FULL for this one commit: an acknowledged registration survives power loss too.
@@ -342,12 +289,12 @@ class SQLiteStore:
     async def get_key(self, key_id: str) -> DeviceKey | None:
         def select(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
-                _SELECT_KEYS + " WHERE key_id = ?", (key_id,)
+                SELECT_KEYS + " WHERE key_id = ?", (key_id,)
             ).fetchone()
             return row
 
         row = await self._run(select)
-        return None if row is None else _device_key(row)
+        return None if row is None else device_key_record(row, from_micros)
 
     async def advance_counter(self, key_id: str, counter: int, now: datetime) -> bool:
         params = (counter, to_micros(now), key_id, counter)
@@ -379,15 +326,15 @@ class SQLiteStore:
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if app_id is None:
                 return conn.execute(
-                    _SELECT_KEYS + " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                    SELECT_KEYS + " ORDER BY created_at DESC, rowid DESC LIMIT ?",
                     (limit,),
                 ).fetchall()
             return conn.execute(
-                _SELECT_KEYS + " WHERE app_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                SELECT_KEYS + " WHERE app_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 (app_id, limit),
             ).fetchall()
 
-        return [_device_key(row) for row in await self._run(select)]
+        return [device_key_record(row, from_micros) for row in await self._run(select)]
 
     async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
         params = (receipt, risk_metric, key_id)
@@ -419,12 +366,7 @@ class SQLiteStore:
     # Signing keys ------------------------------------------------------------------------
 
     async def add_signing_key(self, record: SigningKeyRecord) -> None:
-        params = (
-            record.kid,
-            record.private_key_pem,
-            to_micros(record.created_at),
-            _opt_micros(record.retired_at),
-        )
+        params = signing_key_params(record, to_micros)
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA synchronous = FULL")
@@ -457,19 +399,10 @@ class SQLiteStore:
     async def list_signing_keys(self) -> list[SigningKeyRecord]:
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT kid, private_key_pem, created_at, retired_at FROM signing_keys "
-                "ORDER BY created_at DESC, rowid DESC"
+                SELECT_SIGNING_KEYS + " ORDER BY created_at DESC, rowid DESC"
             ).fetchall()
 
-        return [
-            SigningKeyRecord(
-                kid=row[0],
-                private_key_pem=bytes(row[1]),
-                created_at=from_micros(row[2]),
-                retired_at=_opt_time(row[3]),
-            )
-            for row in await self._run(select)
-        ]
+        return [signing_key_record(row, from_micros) for row in await self._run(select)]
 
     async def delete_signing_key(self, kid: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
@@ -480,14 +413,7 @@ class SQLiteStore:
     # Debug tokens ------------------------------------------------------------------------
 
     async def add_debug_token(self, record: DebugTokenRecord) -> None:
-        params = (
-            record.token_id,
-            record.app_id,
-            record.name,
-            record.secret_hash,
-            to_micros(record.created_at),
-            _opt_micros(record.revoked_at),
-        )
+        params = debug_token_params(record, to_micros)
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -505,26 +431,26 @@ class SQLiteStore:
     async def find_debug_token(self, secret_hash: bytes) -> DebugTokenRecord | None:
         def select(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
-                _SELECT_DEBUG_TOKENS + " WHERE secret_hash = ?",
+                SELECT_DEBUG_TOKENS + " WHERE secret_hash = ?",
                 (secret_hash,),
             ).fetchone()
             return row
 
         row = await self._run(select)
-        return None if row is None else _debug_token(row)
+        return None if row is None else debug_token_record(row, from_micros)
 
     async def list_debug_tokens(self, app_id: str | None = None) -> list[DebugTokenRecord]:
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if app_id is None:
                 return conn.execute(
-                    _SELECT_DEBUG_TOKENS + " ORDER BY created_at DESC, rowid DESC"
+                    SELECT_DEBUG_TOKENS + " ORDER BY created_at DESC, rowid DESC"
                 ).fetchall()
             return conn.execute(
-                _SELECT_DEBUG_TOKENS + " WHERE app_id = ? ORDER BY created_at DESC, rowid DESC",
+                SELECT_DEBUG_TOKENS + " WHERE app_id = ? ORDER BY created_at DESC, rowid DESC",
                 (app_id,),
             ).fetchall()
 
-        return [_debug_token(row) for row in await self._run(select)]
+        return [debug_token_record(row, from_micros) for row in await self._run(select)]
 
     async def revoke_debug_token(self, token_id: str, now: datetime) -> bool:
         params = (to_micros(now), token_id)

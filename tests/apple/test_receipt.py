@@ -23,6 +23,7 @@ from appintegrity.apple.receipt import (
     apple_root_ca_g3,
     assess_risk,
     parse_receipt,
+    receipt_chain_stats,
     verify_receipt,
 )
 from appintegrity.errors import AppleVerificationError, Reason
@@ -270,6 +271,41 @@ def test_signer_not_yet_valid_at_now_is_refused(attested_certificate: bytes) -> 
     early = ReceiptAuthority(signer_not_before=NOW + timedelta(hours=1))
     raw = _issue(early, attested_certificate)
     assert "does not chain" in _refused(early, raw)
+
+
+def test_a_verified_signer_chain_is_reused_for_the_next_receipt(
+    attested_certificate: bytes,
+) -> None:
+    signer = ReceiptAuthority()
+    first = _issue(signer, attested_certificate)
+    second = _issue(signer, attested_certificate, creation_time=NOW - timedelta(minutes=1))
+    before = receipt_chain_stats()
+    _verify(signer, first)
+    after_first = receipt_chain_stats()
+    assert (after_first.hits, after_first.misses) == (before.hits, before.misses + 1)
+    assert _verify(signer, second).creation_time == NOW - timedelta(minutes=1)
+    after_second = receipt_chain_stats()
+    assert (after_second.hits, after_second.misses) == (after_first.hits + 1, after_first.misses)
+
+
+def test_a_cached_chain_is_still_refused_once_expired_or_untrusted(
+    attested_certificate: bytes,
+) -> None:
+    signer = ReceiptAuthority(signer_not_after=NOW + timedelta(days=1))
+    raw = _issue(signer, attested_certificate)
+    _verify(signer, raw)
+    assert _verify(signer, raw).raw == raw  # now served from the cache
+    hits = receipt_chain_stats().hits
+    # Validity is checked at `now` on every call: a day and a second later the signer expired.
+    assert "does not chain" in _refused(signer, raw, now=NOW + timedelta(days=1, seconds=1))
+    # The cache is keyed by the trust roots too: other roots, or Apple's, do not inherit it.
+    stranger = ReceiptAuthority()
+    assert "does not chain" in _refused(signer, raw, trust_roots=[stranger.root_certificate])
+    assert "does not chain" in _refused(signer, raw, trust_roots=None)
+    assert receipt_chain_stats().hits == hits
+    # The signer's signature over the content is checked on every call, cached chain or not.
+    forged = _issue(signer, attested_certificate, defect=ReceiptDefect.SIGNATURE)
+    assert "signature does not verify" in _refused(signer, forged)
 
 
 def test_real_receipt_after_its_signer_expired_is_refused() -> None:

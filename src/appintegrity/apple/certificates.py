@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -62,6 +62,40 @@ class LinkCacheStats:
     hits: int
     misses: int
     size: int
+
+
+class VerifiedLinks:
+    """Links already verified, each keyed by the exact DER bytes it was verified over.
+
+    Only what cannot change with time may be remembered here (signatures, CA constraints,
+    names): whoever consults it still checks validity at ``now`` on every call. Bounded by
+    clearing when full (the working set is one or two intermediates). Safe to share between
+    threads: set operations are atomic, and the counts are statistics, not decisions.
+    """
+
+    def __init__(self, max_size: int = _MAX_CACHED) -> None:
+        self._max_size = max_size
+        self._keys: set[Hashable] = set()
+        self._hits = 0
+        self._misses = 0
+
+    def seen(self, key: Hashable) -> bool:
+        """Whether ``key`` was verified before; counted as a hit or a miss."""
+        if key in self._keys:
+            self._hits += 1
+            return True
+        self._misses += 1
+        return False
+
+    def add(self, key: Hashable) -> None:
+        """Remember ``key`` as verified."""
+        if len(self._keys) >= self._max_size:
+            self._keys.clear()
+        self._keys.add(key)
+
+    @property
+    def stats(self) -> LinkCacheStats:
+        return LinkCacheStats(self._hits, self._misses, len(self._keys))
 
 
 def _as_utc(now: datetime) -> datetime:
@@ -201,9 +235,7 @@ class ChainVerifier:
         ]
         self._anchor_by_der = {anchor.der: anchor for anchor in self._anchors}
         self._issuers: dict[bytes, _Issuer] = {}
-        self._links: set[tuple[bytes, bytes, int]] = set()
-        self._hits = 0
-        self._misses = 0
+        self._links = VerifiedLinks()
 
     @property
     def trust_roots(self) -> tuple[x509.Certificate, ...]:
@@ -212,7 +244,7 @@ class ChainVerifier:
     @property
     def stats(self) -> LinkCacheStats:
         """Counts of CA-link verifications reused and performed (the leaf's are never cached)."""
-        return LinkCacheStats(self._hits, self._misses, len(self._links))
+        return self._links.stats
 
     def _issuer(self, der: bytes, what: str) -> _Issuer:
         issuer = self._issuers.get(der)
@@ -294,16 +326,12 @@ class ChainVerifier:
         for index, child in enumerate(issuers, start=1):
             parent = parents[index]
             key = (child.der, parent.der, index)
-            if key in self._links:
-                self._hits += 1
+            if self._links.seen(key):
                 continue
-            self._misses += 1
             what = f"certificate x5c[{index}]"
             _check_no_unknown_critical(child.certificate, what)
             self._check_ca(parent, index, f"the issuer of x5c[{index}]")
             check_signature(child.certificate, parent.certificate, what, parent.public_key)
-            if len(self._links) >= _MAX_CACHED:
-                self._links.clear()
             self._links.add(key)
         return leaf
 

@@ -36,6 +36,7 @@ from cryptography.x509.verification import (
     VerificationError as ChainVerificationError,
 )
 
+from appintegrity.apple.certificates import LinkCacheStats, VerifiedLinks
 from appintegrity.encoding import EncodingError, b64decode_lenient
 from appintegrity.errors import AppleVerificationError, Reason
 
@@ -48,6 +49,7 @@ __all__ = [
     "apple_root_ca_g3",
     "assess_risk",
     "parse_receipt",
+    "receipt_chain_stats",
     "verify_receipt",
 ]
 
@@ -62,6 +64,11 @@ APPLE_ROOT_CA_G3_SHA256 = bytes.fromhex(
 RECEIPT_SIGNER_MARKER_OID = x509.ObjectIdentifier("1.2.840.113635.100.12.15")
 
 _MAX_RECEIPT_BYTES = 64 * 1024
+
+# Signer chains that passed step 2, keyed by the exact DER of the receipt's certificates and of
+# the trust roots. Every receipt of a period is signed by the same certificate, so building and
+# verifying its path (the costliest step) is done once; validity at `now` is rechecked per call.
+_verified_chains = VerifiedLinks()
 
 
 class ReceiptType(StrEnum):
@@ -177,6 +184,11 @@ def apple_root_ca_g3() -> x509.Certificate:
     return root
 
 
+def receipt_chain_stats() -> LinkCacheStats:
+    """How often ``verify_receipt`` reused a verified signer chain (hits) or built one (misses)."""
+    return _verified_chains.stats
+
+
 def parse_receipt(data: bytes | str) -> Receipt:
     """Decode a receipt (raw CMS bytes, or base64 text) without checking who signed it.
 
@@ -211,7 +223,7 @@ def verify_receipt(
     _verify_signature(signed)
     # Step 2: the signer chains to Apple Root CA - G3 at `now`, and is a receipt signer.
     roots = list(trust_roots) if trust_roots is not None else [apple_root_ca_g3()]
-    _verify_chain(signed.signer, signed.others, roots, now)
+    _verify_chain(signed.signer, signed.others, roots, now, signed.receipt.signer_chain)
 
     parsed = signed.receipt
     # Step 4: the app id in field 2.
@@ -507,9 +519,32 @@ def _verify_chain(
     others: Sequence[x509.Certificate],
     roots: Sequence[x509.Certificate],
     now: datetime,
+    chain_der: tuple[bytes, ...],
 ) -> None:
     if not roots:
         raise ValueError("trust_roots must not be empty")
+    # A chain verified before passes again if every certificate offered (and every root) is
+    # valid at `now`: nothing else in path validation depends on time. Otherwise verify in full,
+    # which finds another path if there is one and names the failure.
+    key = (chain_der, tuple(root.public_bytes(serialization.Encoding.DER) for root in roots))
+    if _valid_at((signer, *others, *roots), now) and _verified_chains.seen(key):
+        return
+    _verify_chain_in_full(signer, others, roots, now)
+    _verified_chains.add(key)
+
+
+def _valid_at(certificates: Sequence[x509.Certificate], now: datetime) -> bool:
+    return all(
+        cert.not_valid_before_utc <= now <= cert.not_valid_after_utc for cert in certificates
+    )
+
+
+def _verify_chain_in_full(
+    signer: x509.Certificate,
+    others: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    now: datetime,
+) -> None:
     builder = (
         PolicyBuilder()
         .store(Store(list(roots)))

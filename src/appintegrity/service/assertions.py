@@ -73,23 +73,9 @@ async def assert_ios(
             reasons=reasons,
         )
     except AppIntegrityError as exc:
-        service.metrics.verification(
-            platform="ios",
-            kind="assertion",
-            app=app_id,
-            outcome="block" if exc.code == Code.DECISION_BLOCKED else "refused",
-            reason=exc.reasons[0] if isinstance(exc, BlockedError) and exc.reasons else exc.code,
-            started=started,
-        )
+        _count_refusal(service, "ios", app_id, exc, started)
         raise
-    service.metrics.verification(
-        platform="ios",
-        kind="assertion",
-        app=app_id,
-        outcome=decision if decision != "block" else "block_monitored",
-        reason=reasons[0] if reasons else "",
-        started=started,
-    )
+    _count_decision(service, "ios", app_id, decision, reasons, started)
     return {
         "decision": decision,
         "counter": verified.counter,
@@ -124,30 +110,48 @@ async def assert_android(
             reasons=reasons,
         )
     except AppIntegrityError as exc:
-        outcome = "block" if exc.code == Code.DECISION_BLOCKED else "refused"
-        reason = exc.code
-        if isinstance(exc, BlockedError) and exc.reasons:
-            reason = exc.reasons[0]
-        service.metrics.verification(
-            platform="android",
-            kind="assertion",
-            app=app_id,
-            outcome=outcome,
-            reason=reason,
-            started=started,
-        )
+        _count_refusal(service, "android", app_id, exc, started)
         raise
-    service.metrics.verification(
-        platform="android",
-        kind="assertion",
-        app=app_id,
-        outcome=decision if decision != "block" else "block_monitored",
-        reason=reasons[0] if reasons else "",
-        started=started,
-    )
+    _count_decision(service, "android", app_id, decision, reasons, started)
     return {
         "decision": decision,
         "appToken": issued.token,
         "expiresAt": iso(issued.expires_at),
         "reasons": list(reasons),
     }
+
+
+def _count_refusal(
+    service: IntegrityService, platform: str, app_id: str, exc: AppIntegrityError, started: float
+) -> None:
+    """A refused assertion: ``block`` under the policy's first reason, else ``refused``."""
+    reason: str = exc.code
+    if isinstance(exc, BlockedError) and exc.reasons:
+        reason = exc.reasons[0]
+    service.metrics.verification(
+        platform=platform,
+        kind="assertion",
+        app=app_id,
+        outcome="block" if exc.code == Code.DECISION_BLOCKED else "refused",
+        reason=reason,
+        started=started,
+    )
+
+
+def _count_decision(
+    service: IntegrityService,
+    platform: str,
+    app_id: str,
+    decision: str,
+    reasons: tuple[str, ...],
+    started: float,
+) -> None:
+    """A decided assertion; a ``block`` let through (monitor mode) is ``block_monitored``."""
+    service.metrics.verification(
+        platform=platform,
+        kind="assertion",
+        app=app_id,
+        outcome=decision if decision != "block" else "block_monitored",
+        reason=reasons[0] if reasons else "",
+        started=started,
+    )

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from types import ModuleType
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -46,10 +45,10 @@ from appintegrity.apple.authdata import (
 )
 from appintegrity.apple.certificates import ChainVerifier, apple_app_attestation_root
 from appintegrity.apple.keys import public_key_point
+from appintegrity.apple.receipt import parse_receipt
 from appintegrity.errors import AppIntegrityError
 
 PLAY_MODULE = "appintegrity.cli.inspect_play_integrity"
-RECEIPT_MODULE = "appintegrity.apple.receipt"
 _JWE = re.compile(r"\A[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*){4}\Z")
 
 _FLAG_NAMES = [
@@ -298,26 +297,12 @@ def _chain_check(x5c: tuple[bytes, ...], now: datetime) -> dict[str, object]:
     return {"trusted": True, "at": now.isoformat(), "root": "Apple App Attestation Root CA"}
 
 
-def _receipt_module() -> ModuleType | None:
-    try:
-        return importlib.import_module(RECEIPT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != RECEIPT_MODULE:
-            raise
-        return None
-
-
 def _receipt_summary(receipt: bytes) -> dict[str, object]:
     summary: dict[str, object] = {"size": len(receipt)}
     if not receipt:
         return summary
-    module = _receipt_module()
-    if module is None:
-        summary["fields"] = None
-        summary["note"] = "receipt parsing not installed"
-        return summary
     try:
-        parsed = module.parse_receipt(receipt)
+        parsed = parse_receipt(receipt)
     except AppIntegrityError as exc:
         summary["error"] = f"{exc.message} ({exc.code})"
         return summary
@@ -326,11 +311,8 @@ def _receipt_summary(receipt: bytes) -> dict[str, object]:
 
 
 def _explain_receipt(raw: bytes) -> dict[str, object]:
-    module = _receipt_module()
-    if module is None:
-        raise InspectError("looks like a receipt (DER), but receipt parsing is not installed")
     try:
-        parsed = module.parse_receipt(raw)
+        parsed = parse_receipt(raw)
     except AppIntegrityError as exc:
         raise InspectError(f"receipt: {exc.message} ({exc.code})") from exc
     return {

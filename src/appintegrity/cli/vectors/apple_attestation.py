@@ -6,15 +6,14 @@ not validate never makes the attestation invalid (it feeds fraud assessment, not
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from datetime import datetime
-from types import ModuleType
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appintegrity.apple import AppAttestVerifier, Environment, load_public_key
+from appintegrity.apple.receipt import verify_receipt
 from appintegrity.cli.vectors import (
     VectorFormatError,
     optional_text_field,
@@ -23,8 +22,6 @@ from appintegrity.cli.vectors import (
 )
 from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient
 from appintegrity.errors import AppleVerificationError
-
-RECEIPT_MODULE = "appintegrity.apple.receipt"
 
 
 def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
@@ -105,15 +102,6 @@ def trust_roots(inputs: Mapping[str, object]) -> list[x509.Certificate] | None:
     return roots
 
 
-def _receipt_module() -> ModuleType | None:
-    try:
-        return importlib.import_module(RECEIPT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != RECEIPT_MODULE:
-            raise
-        return None
-
-
 def _receipt_verdict(
     receipt: bytes,
     public_key: bytes,
@@ -123,18 +111,15 @@ def _receipt_verdict(
 ) -> dict[str, object]:
     if not receipt:
         return {"receipt_valid": None}
-    module = _receipt_module()
-    if module is None:
-        return {"receipt_valid": None, "receipt_message": "receipt validation not installed"}
     try:
-        module.verify_receipt(
+        verify_receipt(
             receipt, now=verify_at, app_id=app_id, public_key=public_key, trust_roots=roots
         )
     except AppleVerificationError as exc:
         if roots is not None:
             # Test CAs replace the App Attest root; the receipt may still be under Apple's G3.
             try:
-                module.verify_receipt(receipt, now=verify_at, app_id=app_id, public_key=public_key)
+                verify_receipt(receipt, now=verify_at, app_id=app_id, public_key=public_key)
             except AppleVerificationError:
                 pass
             else:

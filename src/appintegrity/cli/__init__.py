@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+CONFIG_ENV = "APPINTEGRITY_CONFIG"
+"""The environment variable naming the service config file when ``--config`` is not given."""
 
 # Each module defines ``register(subparsers)`` adding its subcommands; a subcommand's
 # parser sets ``func`` to a callable taking the parsed namespace and returning an exit status.
@@ -18,6 +22,15 @@ SUBCOMMAND_MODULES = [
     "appintegrity.cli.db",
     "appintegrity.cli.receipts",
 ]
+
+
+def add_config_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config FILE``, defaulting to ``$APPINTEGRITY_CONFIG``; ``what`` says what it is for."""
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(CONFIG_ENV),
+        help=f"{what} (default: ${CONFIG_ENV})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

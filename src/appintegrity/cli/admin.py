@@ -10,23 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from appintegrity.cli import CONFIG_ENV, add_config_argument
 from appintegrity.errors import AppIntegrityError, ConfigError
 from appintegrity.store.base import Store
 
-DEFAULT_CONFIG_ENV = "APPINTEGRITY_CONFIG"
-
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        default=os.environ.get(DEFAULT_CONFIG_ENV),
-        help=f"service config file whose store to use (default: ${DEFAULT_CONFIG_ENV})",
-    )
+    add_config_argument(parser, "service config file whose store to use")
     parser.add_argument("--store", help="store URL instead of the config's (sqlite:///…)")
     parser.add_argument("--cache", help="cache URL (redis://…) with --store postgresql://…")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -82,7 +76,7 @@ def _open(args: argparse.Namespace) -> Store:
     if args.store:
         return open_store(args.store, args.cache)
     if not args.config:
-        raise ConfigError(f"give --config FILE (or ${DEFAULT_CONFIG_ENV}) or --store URL")
+        raise ConfigError(f"give --config FILE (or ${CONFIG_ENV}) or --store URL")
     from appintegrity.service.config import load_config
 
     config = load_config(args.config)

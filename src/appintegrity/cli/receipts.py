@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from appintegrity.cli import CONFIG_ENV, add_config_argument
 from appintegrity.errors import AppIntegrityError, ConfigError
 
 if TYPE_CHECKING:  # the service modules load only when a command runs
     from appintegrity.service.apps import Apps, IosApp
     from appintegrity.service.config import ServiceConfig
     from appintegrity.service.receipts import RefreshOutcome
-
-DEFAULT_CONFIG_ENV = "APPINTEGRITY_CONFIG"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,11 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Refresh stored App Attest receipts with Apple's data server, using each "
         "app's [apps.receipt_refresh] settings.",
     )
-    p.add_argument(
-        "--config",
-        default=os.environ.get(DEFAULT_CONFIG_ENV),
-        help=f"service config file (default: ${DEFAULT_CONFIG_ENV})",
-    )
+    add_config_argument(p, "service config file")
     p.add_argument("--app", help="only this iOS app id")
     p.add_argument("--key", help="only this key id (base64, base64url or hex)")
     p.add_argument("--limit", type=int, default=100_000, help="at most this many keys per app")
@@ -60,7 +54,7 @@ def run_refresh(args: argparse.Namespace) -> int:
     from appintegrity.service.config import load_config
 
     if not args.config:
-        return _fail(f"give --config FILE or set ${DEFAULT_CONFIG_ENV}")
+        return _fail(f"give --config FILE or set ${CONFIG_ENV}")
     try:
         config = load_config(args.config)
         apps = Apps(config)

@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from appintegrity.cli import CONFIG_ENV, add_config_argument
 from appintegrity.errors import ConfigError
-
-DEFAULT_CONFIG_ENV = "APPINTEGRITY_CONFIG"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,11 +18,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the integrity service (uvicorn). Environment variables "
         "APPINTEGRITY_<SECTION>__<KEY> override the file.",
     )
-    parser.add_argument(
-        "--config",
-        default=os.environ.get(DEFAULT_CONFIG_ENV),
-        help=f"TOML config file (default: ${DEFAULT_CONFIG_ENV})",
-    )
+    add_config_argument(parser, "TOML config file")
     parser.add_argument("--host", help="override [server] host")
     parser.add_argument("--port", type=int, help="override [server] port")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -41,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from appintegrity.service.sample import SAMPLE_CONFIG
 
     if not args.config:
-        print(f"error: give --config FILE or set ${DEFAULT_CONFIG_ENV}", file=sys.stderr)
+        print(f"error: give --config FILE or set ${CONFIG_ENV}", file=sys.stderr)
         return 2
     path = Path(args.config)
     if args.init_sample and not path.exists():

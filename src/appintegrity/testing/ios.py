@@ -35,6 +35,11 @@ from cryptography.x509.oid import NameOID
 
 from appintegrity.apple.attestation import AAGUIDS, FORMAT, NONCE_EXTENSION_OID, Environment
 from appintegrity.encoding import normalize_key_id
+from appintegrity.testing._certificates import (
+    ca_key_usage,
+    certificate_builder,
+    signing_key_usage,
+)
 
 __all__ = ["AppAttestCA", "Defect", "ReceiptFactory", "SoftwareIPhone"]
 
@@ -96,20 +101,7 @@ def _ca_extensions(
 ) -> x509.CertificateBuilder:
     return builder.add_extension(
         x509.BasicConstraints(ca=True, path_length=path_length), critical=True
-    ).add_extension(
-        x509.KeyUsage(
-            digital_signature=False,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
-    )
+    ).add_extension(ca_key_usage(), critical=True)
 
 
 def nonce_extension_value(nonce: bytes) -> bytes:
@@ -136,26 +128,19 @@ class AppAttestCA:
         now = now or datetime.now(UTC)
         root_key = ec.generate_private_key(ec.SECP384R1())
         intermediate_key = ec.generate_private_key(ec.SECP384R1())
-        root = (
-            _ca_extensions(x509.CertificateBuilder(), None)
-            .subject_name(_ROOT_NAME)
-            .issuer_name(_ROOT_NAME)
-            .public_key(root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=365))
-            .not_valid_after(now + timedelta(days=3650))
-            .sign(root_key, hashes.SHA384())
-        )
-        intermediate = (
-            _ca_extensions(x509.CertificateBuilder(), 0)
-            .subject_name(_INTERMEDIATE_NAME)
-            .issuer_name(_ROOT_NAME)
-            .public_key(intermediate_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=365))
-            .not_valid_after(now + timedelta(days=3650))
-            .sign(root_key, hashes.SHA384())
-        )
+        not_before, not_after = now - timedelta(days=365), now + timedelta(days=3650)
+        root = _ca_extensions(
+            certificate_builder(
+                _ROOT_NAME, _ROOT_NAME, root_key.public_key(), not_before, not_after
+            ),
+            None,
+        ).sign(root_key, hashes.SHA384())
+        intermediate = _ca_extensions(
+            certificate_builder(
+                _INTERMEDIATE_NAME, _ROOT_NAME, intermediate_key.public_key(), not_before, not_after
+            ),
+            0,
+        ).sign(root_key, hashes.SHA384())
         return cls(root_key, root, intermediate_key, intermediate)
 
     @property
@@ -186,28 +171,15 @@ class AppAttestCA:
         """
         point = public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(hashlib.sha256(point).hexdigest()))
-            .issuer_name(self.intermediate_certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+            certificate_builder(
+                _name(hashlib.sha256(point).hexdigest()),
+                self.intermediate_certificate.subject,
+                public_key,
+                not_before,
+                not_after,
             )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(signing_key_usage(), critical=True)
         )
         if nonce is not None:
             builder = builder.add_extension(

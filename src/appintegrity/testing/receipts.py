@@ -23,6 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from appintegrity.apple.receipt import RECEIPT_SIGNER_MARKER_OID, ReceiptType
+from appintegrity.testing._certificates import (
+    ca_key_usage,
+    certificate_builder,
+    signing_key_usage,
+)
 
 __all__ = ["ReceiptAuthority", "ReceiptDefect", "apple_time", "encode_payload"]
 
@@ -87,15 +92,15 @@ class ReceiptAuthority:
         root_name = _name("Test Root CA - G3")
         root_public = self._root_key.public_key()
         self.root_certificate = (
-            self._builder(root_name, root_name, root_public, not_before, not_after)
+            certificate_builder(root_name, root_name, root_public, not_before, not_after)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_public), False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .add_extension(_ca_usage(), True)
+            .add_extension(ca_key_usage(), True)
             .sign(self._root_key, hashes.SHA384())
         )
         intermediate_public = self._intermediate_key.public_key()
         self.intermediate_certificate = (
-            self._builder(
+            certificate_builder(
                 _name("Test Application Integration CA 5 - G1"),
                 root_name,
                 intermediate_public,
@@ -105,7 +110,7 @@ class ReceiptAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
             .add_extension(_authority_key_id(root_public), False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(intermediate_public), False)
-            .add_extension(_ca_usage(), True)
+            .add_extension(ca_key_usage(), True)
             .add_extension(
                 x509.UnrecognizedExtension(_INTEGRATION_CA_MARKER_OID, _ASN1_NULL), False
             )
@@ -191,24 +196,6 @@ class ReceiptAuthority:
         """An opaque per-key token like Apple's (base64 of 64 random bytes)."""
         return base64.b64encode(os.urandom(64)).decode("ascii")
 
-    @staticmethod
-    def _builder(
-        subject: x509.Name,
-        issuer: x509.Name,
-        public_key: ec.EllipticCurvePublicKey,
-        not_before: datetime,
-        not_after: datetime,
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-        )
-
     def _signer_certificate(
         self,
         key: ec.EllipticCurvePrivateKey,
@@ -219,7 +206,7 @@ class ReceiptAuthority:
     ) -> x509.Certificate:
         public = key.public_key()
         builder = (
-            self._builder(
+            certificate_builder(
                 _name("Test Application Attestation Fraud Receipt Signing", unit=False),
                 self.intermediate_certificate.subject,
                 public,
@@ -229,7 +216,7 @@ class ReceiptAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
             .add_extension(_authority_key_id(self._intermediate_key.public_key()), False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
-            .add_extension(_signing_usage(), True)
+            .add_extension(signing_key_usage(), True)
         )
         if marked:
             builder = builder.add_extension(
@@ -318,34 +305,6 @@ class ReceiptAuthority:
             _der(0x31, signer_info.dump()),
         )
         return _ber(0x30, _oid("1.2.840.113549.1.7.2"), _ber(0xA0, signed_data))
-
-
-def _ca_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _signing_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _authority_key_id(issuer_key: ec.EllipticCurvePublicKey) -> x509.AuthorityKeyIdentifier:

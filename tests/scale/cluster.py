@@ -36,6 +36,9 @@ IOS_APP = "SCALE12345.com.example.scale"
 ISSUER = "https://integrity.scale.test"
 ADMIN_KEY = "scale-admin-key-0123456789"
 KEY_REFRESH_SECONDS = 0.3
+# A rotated key is published this long before any instance signs with it: generous beside the
+# refresh interval, so every instance has loaded it even on a loaded machine.
+KEY_PUBLISH_SECONDS = 2.0
 STARTUP_SECONDS = 90.0
 
 
@@ -160,7 +163,11 @@ def write_config(
             "issuer": ISSUER,
             "admin_key": ADMIN_KEY,
         },
-        "tokens": {"ttl_seconds": 600, "key_refresh_seconds": KEY_REFRESH_SECONDS},
+        "tokens": {
+            "ttl_seconds": 600,
+            "key_refresh_seconds": KEY_REFRESH_SECONDS,
+            "key_publish_seconds": KEY_PUBLISH_SECONDS,
+        },
         "limits": {
             "challenges_per_minute_per_ip": 0,
             "verifications_per_minute_per_ip": 0,
@@ -296,8 +303,14 @@ class Cluster:
             return client.post(path, **kwargs)
         return client.post(path, json=body, **kwargs)
 
-    def challenge(self, index: int, purpose: str = "assertion") -> str:
-        response = self.post(index, "/v1/challenges", {"purpose": purpose})
+    def challenge(
+        self, index: int, purpose: str = "assertion", *, client_address: str | None = None
+    ) -> str:
+        """A challenge from instance ``index``; ``client_address`` is sent as X-Forwarded-For
+        (the instances trust it from 127.0.0.1) so a polling loop stays out of the per-address
+        rate limit the tests configure."""
+        headers = {"X-Forwarded-For": client_address} if client_address else None
+        response = self.post(index, "/v1/challenges", {"purpose": purpose}, headers=headers)
         assert response.status_code == 201, response.text
         value: str = response.json()["challenge"]
         return value

@@ -12,8 +12,9 @@ import httpx
 
 from appintegrity.service import create_app
 from appintegrity.service.server import BackgroundServer
+from appintegrity.testing.client import IntegrityClient
 
-from .conftest import ADMIN_KEY, IOS_APP, Kit
+from .conftest import ADMIN_KEY, IOS_APP, Kit, MutableClock
 
 
 def _kid(token: str) -> str:
@@ -26,6 +27,7 @@ def test_a_key_rotated_on_one_instance_verifies_at_once_on_the_other(
 ) -> None:
     raw = kit.raw_config(store=f"sqlite:///{tmp_path / 'shared.db'}")
     raw["tokens"]["key_refresh_seconds"] = 3600  # the periodic refresh will not help here
+    raw["tokens"]["key_publish_seconds"] = 0  # and the new key signs at once
     config = kit.config(raw)
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with (
@@ -58,3 +60,32 @@ def test_a_key_rotated_on_one_instance_verifies_at_once_on_the_other(
             k["kid"] for k in http.get(f"{second.url}/.well-known/jwks.json").json()["keys"]
         }
         assert _kid(token) in published  # and its JWKS now carries the new key too
+
+
+def test_a_rotated_key_is_published_before_it_signs(kit: Kit, tmp_path: Path) -> None:
+    raw = kit.raw_config(store=f"sqlite:///{tmp_path / 'publish.db'}")
+    raw["tokens"]["key_publish_seconds"] = 3600
+    clock = MutableClock()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with (
+        BackgroundServer(create_app(kit.config(raw), clock=clock)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        client = IntegrityClient(server.url, http=http)
+        secret = http.post(
+            "/v1/admin/debug-tokens", headers=admin, json={"appId": IOS_APP, "name": "ci"}
+        ).json()["secret"]
+        old_kid = _kid(client.exchange_debug_token(IOS_APP, secret).token)
+
+        rotated = http.post("/v1/admin/signing-keys/rotate", headers=admin).json()
+        new_kid = rotated["next"]
+        assert rotated["active"] == old_kid and new_kid not in (None, old_kid)
+        published = {k["kid"] for k in http.get("/.well-known/jwks.json").json()["keys"]}
+        assert {old_kid, new_kid} <= published
+        # Published, not signing: an instance that has not loaded it yet cannot be named.
+        assert _kid(client.exchange_debug_token(IOS_APP, secret).token) == old_kid
+
+        clock.advance(seconds=3601)
+        assert _kid(client.exchange_debug_token(IOS_APP, secret).token) == new_kid
+        listed = http.get("/v1/admin/signing-keys", headers=admin).json()
+        assert (listed["active"], listed["next"]) == (new_kid, None)

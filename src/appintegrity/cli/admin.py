@@ -58,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     signing = subparsers.add_parser("signing-key", help="app-token signing keys")
     signing_sub = signing.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = signing_sub.add_parser(
-        "rotate", help="a new key signs; old ones verify until their tokens expire"
+        "rotate",
+        help="a new key, published now and signing after key_publish_seconds; old ones verify"
+        " until their tokens expire",
     )
     _common(p)
     p.set_defaults(func=lambda a: _run(a, _signing_rotate))
@@ -215,7 +217,10 @@ async def _signing_rotate(args: argparse.Namespace, store: Store) -> int:
     from appintegrity.service.app_tokens import rotate_signing_key
 
     record = await rotate_signing_key(store, _now())
-    print(f"new signing key {record.kid}; running instances switch within key_refresh_seconds")
+    print(
+        f"new signing key {record.kid}: published by running instances within"
+        " key_refresh_seconds, signing after key_publish_seconds"
+    )
     return 0
 
 

@@ -272,7 +272,8 @@ def create_app(
         tags=["admin"],
     )
     async def rotate_signing_key(request: Request) -> Response:
-        """A new key signs from now on; the old ones keep verifying until their tokens expire."""
+        """A new key is published at once and signs once every instance has had time to load
+        it (``next`` until then); the old ones keep verifying until their tokens expire."""
         _check_admin(request)
         await service.keys.rotate()
         return JSONResponse(_signing_keys(service))
@@ -357,7 +358,8 @@ def create_app(
 def _signing_keys(service: IntegrityService) -> dict[str, object]:
     snapshot = service.keys.snapshot
     return {
-        "active": snapshot.active.kid,
+        "active": service.keys.active_kid,
+        "next": service.keys.next_kid,
         "keys": [
             {
                 "kid": r.kid,

@@ -1,9 +1,14 @@
 """App-token signing keys as the service sees them: loaded from the store, refreshed, rotated.
 
 The store is the single source of truth, so several instances agree without talking to each
-other: each reloads the key list every ``key_refresh_seconds``. The newest key that is not
-retired signs; every key not yet deleted is published in the JWKS, and a retired key is
-deleted once every token it could have signed has expired (retired + max TTL + leeway).
+other: each reloads the key list every ``key_refresh_seconds``. Every key not yet deleted is
+published in the JWKS, and a retired key is deleted once every token it could have signed has
+expired (retired + max TTL + leeway).
+
+Rotation without downtime across instances: a new key is published for ``publish_delay``
+(two refresh intervals by default) before it signs, and the key it replaces keeps signing
+until then, so by the time any instance hands out a token naming the new key, every
+instance's JWKS — and so every API that fetches it — already carries that key.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,11 +46,28 @@ class KeySnapshot:
     """One consistent view of the signing keys; swapped whole on refresh."""
 
     kids: tuple[str, ...]
-    active: SigningKey
-    issuer: TokenIssuer
+    issuers: dict[str, TokenIssuer]
     verifier: AppTokenVerifier
     jwks_json: bytes
-    records: tuple[SigningKeyRecord, ...]
+    records: tuple[SigningKeyRecord, ...]  # newest first
+
+
+def choose_signer(
+    records: Sequence[SigningKeyRecord], now: datetime, publish_delay: timedelta
+) -> SigningKeyRecord | None:
+    """The key that signs at ``now`` (``records`` newest first), or None when none may.
+
+    Candidates are the keys not retired, and those retired less than ``publish_delay`` ago
+    (they sign while their successor is being published). The newest candidate published
+    for ``publish_delay`` signs; when none has been published that long (the first minutes
+    of a store), the oldest candidate signs, so instances that raced to create a first key
+    agree on one and a fresh rotation still waits.
+    """
+    candidates = [r for r in records if r.retired_at is None or now - r.retired_at < publish_delay]
+    if not any(r.retired_at is None for r in candidates):
+        return None
+    ready = next((r for r in candidates if now - r.created_at >= publish_delay), None)
+    return ready or candidates[-1]
 
 
 async def new_signing_key(store: Store, now: datetime) -> SigningKeyRecord:
@@ -80,8 +102,10 @@ class SigningKeys:
         retention: timedelta,
         leeway_seconds: int,
         clock: Callable[[], datetime],
+        publish_delay: timedelta = timedelta(0),
     ) -> None:
         self.store = store
+        self.publish_delay = publish_delay
         self.issuer_name = issuer
         self.audience = audience
         self.retention = retention
@@ -98,8 +122,25 @@ class SigningKeys:
         return self._snapshot
 
     @property
+    def active_kid(self) -> str:
+        """The kid that signs now (chosen per call: a published key starts signing on time
+        even between two refreshes)."""
+        snapshot = self.snapshot
+        signer = choose_signer(snapshot.records, self.clock(), self.publish_delay)
+        return signer.kid if signer is not None else snapshot.records[0].kid
+
+    @property
+    def next_kid(self) -> str | None:
+        """A key published but not signing yet (right after a rotation), if any."""
+        active = self.active_kid
+        newest = self.snapshot.records[0]
+        if newest.kid != active and newest.retired_at is None:
+            return newest.kid
+        return None
+
+    @property
     def issuer(self) -> TokenIssuer:
-        return self.snapshot.issuer
+        return self.snapshot.issuers[self.active_kid]
 
     @property
     def verifier(self) -> AppTokenVerifier:
@@ -147,20 +188,21 @@ class SigningKeys:
                 continue
             records.append(record)
         records.sort(key=lambda r: r.created_at, reverse=True)
-        active = next((r for r in records if r.retired_at is None), None)
-        if active is None:
+        if choose_signer(records, now, self.publish_delay) is None:
             return False
-        kids = tuple(r.kid for r in records)
+        state = tuple((r.kid, r.retired_at) for r in records)
         current = self._snapshot
-        if current is not None and current.kids == kids and current.active.kid == active.kid:
+        if current is not None and tuple((r.kid, r.retired_at) for r in current.records) == state:
             return True
         keys = {r.kid: self._load(r) for r in records}
         self._loaded = keys
         jwks = build_jwks(keys.values())
         self._snapshot = KeySnapshot(
-            kids=kids,
-            active=keys[active.kid],
-            issuer=TokenIssuer(keys[active.kid], issuer=self.issuer_name, audience=self.audience),
+            kids=tuple(keys),
+            issuers={
+                kid: TokenIssuer(key, issuer=self.issuer_name, audience=self.audience)
+                for kid, key in keys.items()
+            },
             verifier=AppTokenVerifier(
                 StaticJwks(jwks),
                 issuer=self.issuer_name,
@@ -171,7 +213,7 @@ class SigningKeys:
             jwks_json=json.dumps(jwks, separators=(",", ":")).encode("ascii"),
             records=tuple(records),
         )
-        log.info("signing keys loaded: active %s, %d published", active.kid, len(records))
+        log.info("signing keys loaded: active %s, %d published", self.active_kid, len(records))
         return True
 
     def _load(self, record: SigningKeyRecord) -> SigningKey:

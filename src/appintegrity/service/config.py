@@ -48,7 +48,16 @@ class TokensConfig(_Section):
     ttl_seconds: int = Field(3600, ge=1, le=7 * 86400)
     audience: str | None = None  # default: the issuer
     key_refresh_seconds: float = Field(5.0, gt=0)
+    # A new signing key is published this long before it signs (default: two refreshes), so
+    # every instance's JWKS carries it before any token names it. 0 signs at once.
+    key_publish_seconds: float | None = Field(None, ge=0)
     leeway_seconds: int = Field(30, ge=0)
+
+    @property
+    def publish_delay_seconds(self) -> float:
+        if self.key_publish_seconds is not None:
+            return self.key_publish_seconds
+        return 2 * self.key_refresh_seconds
 
 
 class LimitsConfig(_Section):

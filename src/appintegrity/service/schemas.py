@@ -138,7 +138,10 @@ class SigningKeyInfo(_Wire):
 
 
 class SigningKeysResponse(_Wire):
-    active: str
+    active: str = Field(description="the key that signs now")
+    next: str | None = Field(
+        None, description="a key already published that starts signing after the publish delay"
+    )
     keys: list[SigningKeyInfo]
 
 

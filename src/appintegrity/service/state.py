@@ -57,8 +57,15 @@ class IntegrityService:
             self.store,
             issuer=config.server.issuer,
             audience=config.audience,
-            retention=timedelta(seconds=config.max_ttl_seconds + config.tokens.leeway_seconds),
+            # An old key signs for up to the publish delay after it retires, then its tokens live
+            # for up to the longest TTL (and the leeway).
+            retention=timedelta(
+                seconds=config.max_ttl_seconds
+                + config.tokens.leeway_seconds
+                + config.tokens.publish_delay_seconds
+            ),
             leeway_seconds=config.tokens.leeway_seconds,
+            publish_delay=timedelta(seconds=config.tokens.publish_delay_seconds),
             clock=self.clock,
         )
         # Receipts refreshed in the background: apps with [apps.receipt_refresh] background on.

@@ -13,7 +13,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +32,8 @@ from appintegrity.testing.receipts import (
     apple_time,
     encode_payload,
 )
+
+from .conftest import attested_certificate_der
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 APP_ID = "ABCDE12345.com.example.app"
@@ -54,18 +55,7 @@ def device_key() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture(scope="module")
 def attested_certificate(device_key: ec.EllipticCurvePrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attested key")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(device_key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30))
-        .sign(device_key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER)
+    return attested_certificate_der(device_key, NOW)
 
 
 def _issue(authority: ReceiptAuthority, attested_certificate: bytes, **overrides: object) -> bytes:
@@ -524,19 +514,7 @@ _KIT = ReceiptAuthority()
 
 
 def _kit_receipts() -> list[bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.DER)
-    )
+    certificate = attested_certificate_der(ec.generate_private_key(ec.SECP256R1()), NOW)
     return [
         _KIT.issue(
             app_id=APP_ID,

@@ -9,10 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appintegrity.apple.receipt import ReceiptType, assess_risk, verify_receipt
 from appintegrity.apple.receipt_refresh import (
@@ -23,6 +21,8 @@ from appintegrity.apple.receipt_refresh import (
 from appintegrity.errors import AppleVerificationError, Reason
 from appintegrity.testing.fake_apple import FakeAppleDataServer, ScriptedResponse
 from appintegrity.testing.receipts import ReceiptAuthority
+
+from .conftest import attested_certificate_der
 
 pytestmark = pytest.mark.anyio
 
@@ -63,19 +63,8 @@ def device_key() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture(scope="module")
 def attest_receipt(authority: ReceiptAuthority, device_key: ec.EllipticCurvePrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attested key")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(device_key.public_key())
-        .serial_number(7)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=30))
-        .sign(device_key, hashes.SHA256())
-    )
     return authority.attestation_receipt(
-        APP_ID, certificate.public_bytes(serialization.Encoding.DER), bytes(32)
+        APP_ID, attested_certificate_der(device_key, NOW), bytes(32)
     )
 
 

@@ -11,15 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from appintegrity.apple.receipt import ReceiptType
 from appintegrity.cli.vectors import VectorFormatError, apple_receipt
 from appintegrity.errors import VerificationError
 from appintegrity.testing.receipts import ReceiptAuthority
+
+from .conftest import attested_certificate_der
 
 TIME_FIELDS = ("creation_time", "expiration_time", "not_before")
 VECTORS = sorted((Path(os.environ["APPINTEGRITY_SHARED_VECTORS"]) / "appattest").glob("*.json"))
@@ -97,20 +97,9 @@ APP_ID = "ABCDE12345.com.example.app"
 def kit_vector() -> dict[str, object]:
     authority = ReceiptAuthority()
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
     receipt = authority.issue(
         app_id=APP_ID,
-        attested_certificate_der=certificate.public_bytes(serialization.Encoding.DER),
+        attested_certificate_der=attested_certificate_der(key, NOW),
         client_hash=b"\x01" * 32,
         token="opaque",
         type=ReceiptType.RECEIPT,

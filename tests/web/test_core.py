@@ -122,3 +122,18 @@ def test_service_consumer_fails_closed_when_the_service_misbehaves(
     with pytest.raises(TokenError) as info:
         asyncio.run(down.consume_async(token, claims))
     assert info.value.status == 503
+
+
+@pytest.mark.parametrize("policy", [RoutePolicy(), LOOSE], ids=["default", "accept-limit"])
+def test_a_blocked_decision_from_a_monitoring_service_is_refused_in_enforce_mode(
+    world: World, policy: RoutePolicy
+) -> None:
+    # A service in monitor mode still hands a blocked device a token, marked "block".
+    token = world.token(decision="block")
+    enforced = world.protector(Mode.ENFORCE).check(token, policy, route="/buy")
+    assert not enforced.allowed
+    assert enforced.error is not None
+    assert (enforced.error.status, enforced.error.code) == (403, "decision.blocked")
+    watched = world.protector(Mode.MONITOR).check(token, policy, route="/buy")
+    assert watched.allowed and watched.outcome is Outcome.BLOCKED
+    assert world.metrics.count(route="/buy", reason="blocked", action="allowed") == 1

@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     UNVERIFIABLE = "unverifiable"
     DEBUG = "debug"
     LIMITED = "limited"
+    BLOCKED = "blocked"
     NOT_LIMITED_USE = "not_limited_use"
     CONSUMED = "consumed"
     BINDING = "binding"
@@ -134,7 +135,7 @@ class Protector:
             error = TokenError(
                 Code.DECISION_BLOCKED, f"token decision {claims.decision!r} is not accepted", 403
             )
-            return Outcome.LIMITED, error
+            return Outcome.BLOCKED, error
         if policy.binding_header is not None:
             expected = claims.binding
             if (

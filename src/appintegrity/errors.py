@@ -88,6 +88,7 @@ class Code(StrEnum):
     STORE_UNAVAILABLE = "store.unavailable"
     CONFIG_INVALID = "config.invalid"
     INTERNAL = "internal"
+    DEBUG_TOKEN_LIMIT = "debug_token.limit"
 
 
 class AppIntegrityError(Exception):

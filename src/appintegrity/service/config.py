@@ -42,6 +42,8 @@ class ServerConfig(_Section):
     # Client addresses whose X-Forwarded-For is believed (the load balancer in front).
     forwarded_allow_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     purge_interval_seconds: int = Field(60, ge=1)
+    # Non-revoked debug tokens an app may have (App Check allows 20); apps may set their own.
+    max_debug_tokens_per_app: int = Field(20, ge=1, le=10_000)
 
 
 class TokensConfig(_Section):
@@ -72,6 +74,7 @@ class _AppBase(_Section):
     id: str = Field(min_length=1)
     ttl_seconds: int | None = Field(None, ge=1, le=7 * 86400)
     allow_debug_tokens: bool = True
+    max_debug_tokens: int | None = Field(None, ge=1, le=10_000)  # default: [server]'s
     mode: Mode | None = None  # default: [server] mode
 
 
@@ -88,7 +91,7 @@ class ReceiptRefreshConfig(_Section):
     background: bool = True  # the service refreshes due receipts itself
     batch_size: int = Field(5, ge=1, le=1000)
     poll_seconds: float = Field(300.0, gt=0)
-    scan_limit: int = Field(10_000, ge=1)
+    scan_limit: int = Field(10_000, ge=1)  # unused since the store finds due receipts
     timeout_seconds: float = Field(10.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
 
@@ -112,6 +115,7 @@ _ANDROID_SERVICE_KEYS = frozenset(
         "platform",
         "ttl_seconds",
         "allow_debug_tokens",
+        "max_debug_tokens",
         "mode",
         "decryption_key",
         "verification_key",

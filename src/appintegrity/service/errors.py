@@ -7,7 +7,8 @@ docs/service.md stays true by construction:
 * other verification failures (``apple.*``, ``google.*``), ``challenge.expired``, ``token.*`` → 401
 * ``decision.blocked``, ``key.revoked``, ``token.debug_refused`` → 403
 * ``challenge.unknown``, ``key.unknown``, ``app.unknown`` → 404
-* ``challenge.consumed``, ``key.exists``, ``token.consumed``, ``apple.counter_invalid`` → 409
+* ``challenge.consumed``, ``key.exists``, ``token.consumed``, ``apple.counter_invalid``,
+  ``debug_token.limit`` → 409
 * ``request.too_large`` → 413, ``rate.limited`` → 429 (+ ``Retry-After``)
 * ``store.unavailable`` → 503
 """
@@ -53,6 +54,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     Code.CHALLENGE_CONSUMED: 409,
     Code.KEY_EXISTS: 409,
     Code.TOKEN_CONSUMED: 409,
+    Code.DEBUG_TOKEN_LIMIT: 409,
     Reason.APPLE_COUNTER_INVALID: 409,
     Code.REQUEST_TOO_LARGE: 413,
     Code.RATE_LIMITED: 429,

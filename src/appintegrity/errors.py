@@ -56,6 +56,8 @@ class Reason(StrEnum):
     GOOGLE_API_PERMISSION_DENIED = "google.api_permission_denied"
     GOOGLE_API_QUOTA_EXCEEDED = "google.api_quota_exceeded"
     GOOGLE_API_UNAVAILABLE = "google.api_unavailable"
+    # Google Play Integrity: the app reported a client error code instead of a token
+    GOOGLE_CLIENT_ERROR = "google.client_error"
 
 
 class Code(StrEnum):

@@ -5,6 +5,11 @@ verification then fails) → verify → (iOS) advance the counter atomically →
 key's stored fraud-risk metric against ``max_risk_metric``; Android: the Play Integrity
 policy) → issue an app token.
 
+Android apps that could not get a token report Play's client error code instead
+(``errorCode``): the challenge is consumed the same way (one report per challenge), and the
+app's ``client_error_action`` / ``retryable_client_error_action`` decides. The answer always
+names the code and the remedy (``clientError``), never an opaque refusal.
+
 Replays: a replayed assertion carries a used challenge (``challenge.consumed``, 409). Should
 two copies race past the challenge anyway (a store without that guarantee, or a challenge
 accepted twice), the counter decides: only one ``advance_counter`` succeeds, the other is
@@ -13,16 +18,21 @@ refused as ``apple.counter_invalid`` with 409, the same answer as a sequential r
 
 from __future__ import annotations
 
+import logging
 import time
 
 from appintegrity.errors import AppIntegrityError, AppleVerificationError, Code, Reason
+from appintegrity.google.client_errors import ClientError, lookup_client_error
 from appintegrity.google.nonce import request_hash
+from appintegrity.service.apps import AndroidApp
 from appintegrity.service.challenges import challenge_in_payload
-from appintegrity.service.errors import BlockedError, service_error
+from appintegrity.service.errors import BlockedError, ClientErrorBlocked, service_error
 from appintegrity.service.receipts import risk_decision
 from appintegrity.service.registrations import canonical_key_id, decode_apple_object
 from appintegrity.service.schemas import AndroidAssertionRequest, IosAssertionRequest
 from appintegrity.service.state import IntegrityService, iso
+
+log = logging.getLogger("appintegrity.service.verification")
 
 
 async def assert_ios(
@@ -90,6 +100,7 @@ async def assert_android(
 ) -> dict[str, object]:
     started = time.perf_counter()
     app_id = ""  # only configured ids reach logs and metrics, never client text
+    client_error: ClientError | None = None
     try:
         app = service.apps.android(body.appId)
         app_id = app.config.id
@@ -97,11 +108,17 @@ async def assert_android(
         expected = request_hash(body.payload)
         await service.limiter.verification(client, None)
         await service.challenges.consume(challenge, purpose="assertion", key_id=None)
-        result = await app.verify(body.token, expected=expected, now=service.clock())
-        decision = str(result.decision)
-        reasons = tuple(str(r) for r in result.reasons)
-        if decision == "block" and service.config.app_mode(app_id) == "enforce":
-            raise BlockedError("the app's Play Integrity policy refuses this device", reasons)
+        if body.errorCode is not None:
+            client_error = lookup_client_error(body.errorCode, body.requestType or "standard")
+            decision = _client_error_decision(service, app, client_error)
+            reasons: tuple[str, ...] = (Reason.GOOGLE_CLIENT_ERROR.value,)
+        else:
+            assert body.token is not None  # the schema requires exactly one of the two
+            result = await app.verify(body.token, expected=expected, now=service.clock())
+            decision = str(result.decision)
+            reasons = tuple(str(r) for r in result.reasons)
+            if decision == "block" and service.config.app_mode(app_id) == "enforce":
+                raise BlockedError("the app's Play Integrity policy refuses this device", reasons)
         issued = service.issue_token(
             app_id=app_id,
             platform="android",
@@ -113,12 +130,55 @@ async def assert_android(
         _count_refusal(service, "android", app_id, exc, started)
         raise
     _count_decision(service, "android", app_id, decision, reasons, started)
-    return {
+    answer: dict[str, object] = {
         "decision": decision,
         "appToken": issued.token,
         "expiresAt": iso(issued.expires_at),
         "reasons": list(reasons),
     }
+    if client_error is not None:
+        answer["clientError"] = client_error_answer(client_error)
+    return answer
+
+
+def client_error_answer(error: ClientError) -> dict[str, object]:
+    """The wire form of a reported client error (``clientError``, camelCase)."""
+    answer: dict[str, object] = {
+        "code": error.code,
+        "name": error.name,
+        "retryable": error.retryable,
+        "resolvedBy": error.resolved_by,
+        "remediation": error.remediation,
+    }
+    if error.retry_after_seconds is not None:
+        answer["retryAfterSeconds"] = error.retry_after_seconds
+    return answer
+
+
+def _client_error_decision(service: IntegrityService, app: AndroidApp, error: ClientError) -> str:
+    """The app's action for a reported client error; ``block`` raises unless monitoring.
+
+    A report is not evidence about the device (anyone can send one), so it never earns
+    ``allow``: ``limit`` at best, as configured.
+    """
+    decision = app.config.client_error_decision(error.retryable)
+    log.info(
+        "client error app=%s code=%d name=%s retryable=%s decision=%s",
+        app.config.id,
+        error.code,
+        error.name,
+        error.retryable,
+        decision,
+    )
+    if decision == "block" and service.config.app_mode(app.config.id) == "enforce":
+        retry = " (retryable)" if error.retryable else ""
+        raise ClientErrorBlocked(
+            f"the app reported Play Integrity error {error.code} {error.name}{retry} instead "
+            f"of a token: {error.remediation}",
+            client_error_answer(error),
+            error.retry_after_seconds,
+        )
+    return decision
 
 
 def _count_refusal(
@@ -132,7 +192,7 @@ def _count_refusal(
         platform=platform,
         kind="assertion",
         app=app_id,
-        outcome="block" if exc.code == Code.DECISION_BLOCKED else "refused",
+        outcome="block" if isinstance(exc, BlockedError | ClientErrorBlocked) else "refused",
         reason=reason,
         started=started,
     )

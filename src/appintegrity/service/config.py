@@ -122,6 +122,8 @@ _ANDROID_SERVICE_KEYS = frozenset(
         "service_account_file",
         "google_api_base_url",
         "google_token_uri",
+        "client_error_action",
+        "retryable_client_error_action",
         "policy",
     }
 )
@@ -134,7 +136,16 @@ class AndroidAppConfig(_AppBase):
     service_account_file: Path | None = None
     google_api_base_url: str | None = None
     google_token_uri: str | None = None
+    # A reported Play Integrity client error (errorCode instead of a token): what it costs.
+    # The retryable ones (network, throttling, transient) may cost less; default: the same.
+    client_error_action: Literal["block", "limit"] = "block"
+    retryable_client_error_action: Literal["block", "limit"] | None = None
     policy: dict[str, object] = Field(default_factory=dict)
+
+    def client_error_decision(self, retryable: bool) -> Literal["block", "limit"]:
+        if retryable and self.retryable_client_error_action is not None:
+            return self.retryable_client_error_action
+        return self.client_error_action
 
     @model_validator(mode="before")
     @classmethod

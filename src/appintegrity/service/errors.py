@@ -5,7 +5,8 @@ docs/service.md stays true by construction:
 
 * ``request.invalid`` and any ``*.malformed`` → 400
 * other verification failures (``apple.*``, ``google.*``), ``challenge.expired``, ``token.*`` → 401
-* ``decision.blocked``, ``key.revoked``, ``token.debug_refused`` → 403
+* ``decision.blocked``, ``google.client_error``, ``key.revoked``, ``token.debug_refused`` → 403
+  (a retryable ``google.client_error`` adds ``Retry-After``)
 * ``challenge.unknown``, ``key.unknown``, ``app.unknown`` → 404
 * ``challenge.consumed``, ``key.exists``, ``token.consumed``, ``apple.counter_invalid``,
   ``debug_token.limit`` → 409
@@ -16,7 +17,7 @@ docs/service.md stays true by construction:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +45,7 @@ _STATUS_BY_CODE: dict[str, int] = {
     Code.TOKEN_EXPIRED: 401,
     Code.UNAUTHORIZED: 401,
     Code.DECISION_BLOCKED: 403,
+    Reason.GOOGLE_CLIENT_ERROR: 403,
     Code.KEY_REVOKED: 403,
     Code.TOKEN_DEBUG_REFUSED: 403,
     Code.CHALLENGE_UNKNOWN: 404,
@@ -80,10 +82,17 @@ def status_for(code: str) -> int:
     return 401
 
 
-def error_body(code: str, message: str, reasons: Sequence[str] | None = None) -> dict[str, object]:
+def error_body(
+    code: str,
+    message: str,
+    reasons: Sequence[str] | None = None,
+    client_error: Mapping[str, object] | None = None,
+) -> dict[str, object]:
     error: dict[str, object] = {"code": code, "message": message}
     if reasons is not None:
         error["reasons"] = list(reasons)
+    if client_error is not None:
+        error["clientError"] = dict(client_error)
     return {"error": error}
 
 
@@ -94,10 +103,11 @@ def error_response(
     *,
     retry_after: int | None = None,
     reasons: Sequence[str] | None = None,
+    client_error: Mapping[str, object] | None = None,
 ) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(
-        error_body(code, message, reasons),
+        error_body(code, message, reasons, client_error),
         status_code=status if status is not None else status_for(code),
         headers=headers,
     )
@@ -109,6 +119,17 @@ class BlockedError(ServiceError):
     def __init__(self, message: str, reasons: Sequence[str]) -> None:
         super().__init__(Code.DECISION_BLOCKED, message, 403)
         self.reasons = tuple(reasons)
+
+
+class ClientErrorBlocked(ServiceError):
+    """The app reported a Play Integrity client error and the app's config says ``block``:
+    403 ``google.client_error`` with ``clientError`` (and ``Retry-After`` when retryable)."""
+
+    def __init__(
+        self, message: str, client_error: Mapping[str, object], retry_after: int | None
+    ) -> None:
+        super().__init__(Reason.GOOGLE_CLIENT_ERROR, message, 403, retry_after)
+        self.client_error = dict(client_error)
 
 
 def service_error(code: str, message: str, *, retry_after: int | None = None) -> ServiceError:
@@ -131,8 +152,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
         reasons = exc.reasons if isinstance(exc, BlockedError) else None
+        client_error = exc.client_error if isinstance(exc, ClientErrorBlocked) else None
         return error_response(
-            exc.code, exc.message, exc.status, retry_after=exc.retry_after, reasons=reasons
+            exc.code,
+            exc.message,
+            exc.status,
+            retry_after=exc.retry_after,
+            reasons=reasons,
+            client_error=client_error,
         )
 
     async def on_verification_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 # Strict strings: a number where text belongs is a client bug worth a 400, not a coercion.
 KeyIdText = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -16,6 +16,8 @@ TokenText = Annotated[StrictStr, Field(min_length=1, max_length=48_000)]
 ChallengeText = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 PayloadText = Annotated[StrictStr, Field(min_length=1, max_length=16_384)]
 AppIdText = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+# A Java int, as the Play Integrity library reports it (negative for every real error).
+ClientErrorCode = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Wire(BaseModel):
@@ -27,10 +29,28 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ClientErrorInfo(_Wire):
+    """What the service knows about a Play Integrity client error code the app reported."""
+
+    code: int = Field(examples=[-8])
+    name: str = Field(examples=["TOO_MANY_REQUESTS"], description="UNKNOWN for unlisted codes")
+    retryable: bool = Field(
+        description="a new attempt (new challenge, new token request) can succeed unaided"
+    )
+    resolvedBy: Literal["app", "user", "developer", "nobody"]
+    remediation: str = Field(description="what to do next, for the app and its developer")
+    retryAfterSeconds: int | None = Field(
+        None, description="wait this long before the next attempt (then 10, 20 s)"
+    )
+
+
 class ErrorDetail(_Wire):
     code: str = Field(examples=["challenge.consumed"])
     message: str
     reasons: list[str] | None = Field(None, description="decision.blocked only: policy reasons")
+    clientError: ClientErrorInfo | None = Field(
+        None, description="google.client_error only: the reported code and what to do"
+    )
 
 
 class ErrorResponse(_Wire):
@@ -85,11 +105,34 @@ class AndroidAssertionRequest(_Request):
     platform: Literal["android"]
     format: Literal["google-play-integrity"]
     payload: PayloadText
-    token: TokenText = Field(description="the Play Integrity token")
+    token: TokenText | None = Field(
+        None, description="the Play Integrity token (exactly one of token and errorCode)"
+    )
+    errorCode: ClientErrorCode | None = Field(
+        None,
+        description=(
+            "instead of a token: the Play Integrity error code the app got "
+            "(StandardIntegrityErrorCode, or IntegrityErrorCode with requestType classic)"
+        ),
+        examples=[-8],
+    )
+    requestType: Literal["standard", "classic"] | None = Field(
+        None, description="with errorCode only: which table the code is from (default standard)"
+    )
     appId: AppIdText | None = Field(
         None, description="package name; needed only when several Android apps are configured"
     )
     limitedUse: StrictBool = False
+
+    @model_validator(mode="after")
+    def _token_or_error_code(self) -> AndroidAssertionRequest:
+        if (self.token is None) == (self.errorCode is None):
+            raise ValueError("send exactly one of token and errorCode")
+        if self.errorCode == 0:
+            raise ValueError("errorCode 0 is NO_ERROR: send the token instead")
+        if self.requestType is not None and self.errorCode is None:
+            raise ValueError("requestType goes with errorCode only")
+        return self
 
 
 AssertionRequest = Annotated[
@@ -103,6 +146,9 @@ class AssertionResponse(_Wire):
     appToken: str
     expiresAt: str
     reasons: list[str] = Field(default_factory=list)
+    clientError: ClientErrorInfo | None = Field(
+        None, description="Android errorCode reports only: the code and what to do"
+    )
 
 
 class TokenVerifyRequest(_Request):

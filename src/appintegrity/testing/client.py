@@ -76,6 +76,14 @@ class ServiceRefusal(AppIntegrityError):
             return ()
         return tuple(str(reason) for reason in reasons)
 
+    @property
+    def client_error(self) -> Mapping[str, object] | None:
+        """The ``clientError`` of a ``google.client_error`` refusal: the reported code, its
+        ``name``, ``retryable``, ``resolvedBy``, ``remediation`` (None for other codes)."""
+        error = self.body.get("error")
+        client_error = error.get("clientError") if isinstance(error, Mapping) else None
+        return client_error if isinstance(client_error, Mapping) else None
+
 
 class UnexpectedResponse(AppIntegrityError):
     """The answer was neither the contract's success body nor its JSON error (a proxy's HTML
@@ -102,6 +110,12 @@ class AppToken:
 
     def __str__(self) -> str:
         return self.token
+
+    @property
+    def client_error(self) -> Mapping[str, object] | None:
+        """The ``clientError`` of an Android answer to an ``errorCode`` report (else None)."""
+        client_error = self.body.get("clientError")
+        return client_error if isinstance(client_error, Mapping) else None
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,7 @@ class IntegrityClient:
         limited_use: bool = False,
         app_id: str | None = None,
         classic: bool = False,
+        error_code: int | None = None,
         **verdict_overrides: object,
     ) -> dict[str, object]:
         """The body of an Android ``POST /v1/assertions``: a Play Integrity token whose
@@ -279,8 +294,26 @@ class IntegrityClient:
 
         ``payload`` works as in ``ios_assertion_request``; ``verdict_overrides`` change the
         device's verdict for this token (``play_protect="HIGH_RISK"``, ``device_labels=None``).
+        ``error_code`` sends what an app sends when Play gave it an error instead of a token:
+        ``"errorCode"`` in place of ``"token"`` (with ``classic``, ``"requestType": "classic"``:
+        the code is an ``IntegrityErrorCode``, not a ``StandardIntegrityErrorCode``).
         """
         text = self._payload_text(payload, challenge)
+        if error_code is not None:
+            if verdict_overrides:
+                raise TypeError("an error_code report carries no token: no verdict overrides")
+            report: dict[str, object] = {
+                "platform": "android",
+                "format": "google-play-integrity",
+                "payload": text,
+                "errorCode": error_code,
+                "limitedUse": limited_use,
+            }
+            if classic:
+                report["requestType"] = "classic"
+            if app_id is not None:
+                report["appId"] = app_id
+            return report
         binding = request_hash(text)
         # Standard requests bind requestHash; classic ones put the same value in the nonce.
         verdict = device.verdict_payload(
@@ -308,11 +341,17 @@ class IntegrityClient:
         payload: Mapping[str, object] | None = None,
         limited_use: bool = False,
         app_id: str | None = None,
+        error_code: int | None = None,
         **verdict_overrides: object,
     ) -> AppToken:
         """challenge → a standard Play Integrity request bound to the payload →
         ``POST /v1/assertions``. A ``limit`` decision still returns a token (``decision``
-        says so); ``block`` raises ``ServiceRefusal`` with code ``decision.blocked``."""
+        says so); ``block`` raises ``ServiceRefusal`` with code ``decision.blocked``.
+
+        ``error_code`` reports that standard request's failure instead (``-8``: too many
+        requests): a ``limit`` answer returns a token whose ``client_error`` says what Play
+        reported; a ``block`` raises ``ServiceRefusal`` with code ``google.client_error``,
+        its ``client_error`` and, for retryable codes, ``retry_after``."""
         body = self.android_assertion_request(
             device,
             payload=payload,
@@ -320,6 +359,7 @@ class IntegrityClient:
             limited_use=limited_use,
             app_id=app_id,
             classic=False,
+            error_code=error_code,
             **verdict_overrides,
         )
         return _app_token(self.post_json(ASSERTIONS, body), ASSERTIONS, payload=body["payload"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,6 +51,8 @@ def device_key(
     app_id: str = "ABCDE12345.com.example.app",
     created: datetime = NOW,
     counter: int = 0,
+    receipt: bytes | None = b"\x30\x80receipt",
+    receipt_updated: datetime | None = None,
 ) -> DeviceKey:
     return DeviceKey(
         key_id=key_id or secrets.token_bytes(32).hex(),
@@ -58,10 +61,11 @@ def device_key(
         public_key=b"\x04" + secrets.token_bytes(64),
         counter=counter,
         environment="production",
-        receipt=b"\x30\x80receipt",
+        receipt=receipt,
         risk_metric=None,
         created_at=created,
         last_seen_at=created,
+        receipt_updated_at=receipt_updated or (created if receipt is not None else None),
     )
 
 
@@ -201,11 +205,128 @@ async def test_list_keys_newest_first_filtered_and_limited(store: Store) -> None
 async def test_update_receipt(store: Store) -> None:
     key = device_key()
     await store.add_key(key)
-    assert await store.update_receipt(key.key_id, b"new receipt", 3) is True
+    refreshed = NOW + timedelta(hours=30)
+    assert await store.update_receipt(key.key_id, b"new receipt", 3, now=refreshed) is True
     stored = await store.get_key(key.key_id)
     assert stored is not None
     assert (stored.receipt, stored.risk_metric) == (b"new receipt", 3)
+    assert stored.receipt_updated_at == refreshed
     assert await store.update_receipt("unknown", b"x", None) is False
+
+
+async def test_update_receipt_without_now_uses_the_wall_clock(store: Store) -> None:
+    key = device_key(created=NOW - timedelta(days=2))
+    await store.add_key(key)
+    before = datetime.now(UTC)
+    assert await store.update_receipt(key.key_id, b"new receipt", None) is True
+    after = datetime.now(UTC)
+    stored = await store.get_key(key.key_id)
+    assert stored is not None
+    assert stored.receipt_updated_at is not None
+    assert before <= stored.receipt_updated_at <= after
+
+
+async def test_add_key_records_when_its_receipt_was_stored(store: Store) -> None:
+    with_receipt = device_key(created=NOW - timedelta(hours=1))
+    implicit = replace(with_receipt, key_id="implicit", receipt_updated_at=None)
+    without = device_key("without", receipt=None)
+    explicit = device_key("explicit", receipt_updated=NOW - timedelta(minutes=5))
+    for key in (implicit, without, explicit):
+        assert await store.add_key(key) is True
+
+    stored = await store.get_key("implicit")
+    assert stored is not None
+    assert stored.receipt_updated_at == implicit.created_at  # set from created_at
+    assert await store.get_key("without") == without
+    assert without.receipt_updated_at is None
+    assert await store.get_key("explicit") == explicit
+
+
+# Receipts due for refresh -------------------------------------------------------------------
+
+APP = "ABCDE12345.com.example.app"
+
+
+async def test_keys_due_for_receipt_refresh_oldest_first_and_limited(
+    backend: Backend, store: Store
+) -> None:
+    cutoff = NOW - timedelta(hours=24)
+    # Inserted newest-first, so the order below comes from receipt_updated_at, not insertion.
+    due = [
+        device_key(f"due-{i}", created=cutoff - timedelta(days=10), receipt_updated=moment)
+        for i, moment in enumerate([cutoff - timedelta(hours=h) for h in (1, 2, 3, 48)], start=1)
+    ]
+    for key in reversed(due):
+        await store.add_key(key)
+    not_due = [
+        device_key("fresh", receipt_updated=cutoff + timedelta(minutes=1)),
+        device_key("at-cutoff", receipt_updated=cutoff),  # "before" is exclusive
+        device_key("no-receipt", created=cutoff - timedelta(days=30), receipt=None),
+        device_key("other-app", app_id="other.app", receipt_updated=cutoff - timedelta(days=5)),
+        replace(device_key("revoked-at-add", created=cutoff - timedelta(days=9)), revoked_at=NOW),
+        device_key("revoked-later", receipt_updated=cutoff - timedelta(days=7)),
+    ]
+    for key in not_due:
+        await store.add_key(key)
+    assert await store.revoke_key("revoked-later", NOW) is True
+
+    oldest_first = ["due-4", "due-3", "due-2", "due-1"]
+    found = await store.keys_due_for_receipt_refresh(APP, cutoff, 100)
+    assert [k.key_id for k in found] == oldest_first
+    assert found[0] == due[3]  # whole records, as get_key returns them
+    assert [k.key_id for k in await store.keys_due_for_receipt_refresh(APP, cutoff, 2)] == [
+        "due-4",
+        "due-3",
+    ]
+    assert await store.keys_due_for_receipt_refresh(APP, cutoff, 0) == []
+    assert await store.keys_due_for_receipt_refresh("app.none", cutoff, 10) == []
+    other = await store.keys_due_for_receipt_refresh("other.app", cutoff, 10)
+    assert [k.key_id for k in other] == ["other-app"]
+
+    # A refreshed receipt leaves the queue; another instance sees it at once.
+    assert await store.update_receipt("due-4", b"newer", 2, now=NOW) is True
+    second = await backend.open()
+    after = await second.keys_due_for_receipt_refresh(APP, cutoff, 100)
+    assert [k.key_id for k in after] == ["due-3", "due-2", "due-1"]
+    # It comes back once the cut-off passes its refresh time, behind older ones.
+    later = NOW + timedelta(hours=1)
+    assert [k.key_id for k in await store.keys_due_for_receipt_refresh(APP, later, 100)] == [
+        "due-3",
+        "due-2",
+        "due-1",
+        "at-cutoff",
+        "fresh",
+        "due-4",
+    ]
+    # Revoking a due key takes it out.
+    assert await store.revoke_key("due-3", NOW) is True
+    remaining = await store.keys_due_for_receipt_refresh(APP, cutoff, 100)
+    assert [k.key_id for k in remaining] == ["due-2", "due-1"]
+
+
+async def test_mark_receipt_checked_only_while_that_receipt_is_stored(store: Store) -> None:
+    cutoff = NOW - timedelta(hours=24)
+    key = device_key("k", receipt=b"R0", receipt_updated=cutoff - timedelta(hours=1))
+    await store.add_key(key)
+
+    # A racing refresh stored R1 first: confirming R0 must not touch it.
+    assert await store.update_receipt("k", b"R1", 1, now=cutoff - timedelta(minutes=30)) is True
+    assert await store.mark_receipt_checked("k", b"R0", NOW) is False
+    stored = await store.get_key("k")
+    assert stored is not None
+    assert (stored.receipt, stored.receipt_updated_at) == (b"R1", cutoff - timedelta(minutes=30))
+    assert [k.key_id for k in await store.keys_due_for_receipt_refresh(APP, cutoff, 10)] == ["k"]
+
+    assert await store.mark_receipt_checked("k", b"R1", NOW) is True
+    stored = await store.get_key("k")
+    assert stored is not None
+    assert (stored.receipt, stored.risk_metric, stored.receipt_updated_at) == (b"R1", 1, NOW)
+    assert await store.keys_due_for_receipt_refresh(APP, cutoff, 10) == []
+
+    assert await store.mark_receipt_checked("unknown", b"R1", NOW) is False
+    await store.revoke_key("k", NOW)
+    assert await store.mark_receipt_checked("k", b"R1", NOW + timedelta(days=3)) is False
+    assert await store.keys_due_for_receipt_refresh(APP, NOW + timedelta(days=2), 10) == []
 
 
 # Token ids ----------------------------------------------------------------------------------

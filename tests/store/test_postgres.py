@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from appintegrity.errors import ConfigError
 from appintegrity.store import open_store
-from appintegrity.store.postgres import SCHEMA_VERSION, PostgresStore
+from appintegrity.store.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStore
 
 from .conftest import drop_schema
 
@@ -32,7 +33,7 @@ async def test_instances_migrating_together_apply_each_version_once(postgres_url
                     (schema,),
                 )
             }
-        assert versions == [(SCHEMA_VERSION,)]
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         assert {"challenges", "device_keys", "consumed_tokens", "signing_keys"} <= tables
     finally:
         for store in stores:
@@ -49,3 +50,55 @@ def test_url_parameters_are_ours_or_libpq_s() -> None:
     for bad in ("schema=x;drop", "pool_max=many"):
         with pytest.raises(ConfigError):
             open_store(f"postgresql://u@127.0.0.1/db?{bad}")
+
+
+async def test_a_version_1_database_is_upgraded_in_place(postgres_url: str) -> None:
+    """A database made by the version-1 schema (and holding keys) gains receipt_updated_at:
+    existing receipts count as stored at registration, and the refresh query finds them."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(f'SET search_path = "{schema}"')
+            conn.execute(
+                "CREATE TABLE schema_version ("
+                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for statement in _MIGRATIONS[1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+            for key_id, receipt in (("with-receipt", b"R"), ("without-receipt", None)):
+                conn.execute(
+                    "INSERT INTO device_keys (key_id, app_id, platform, public_key, counter, "
+                    "environment, receipt, risk_metric, created_at, last_seen_at) "
+                    "VALUES (%s, 'app', 'ios', %s, 3, 'production', %s, 7, %s, %s)",
+                    (key_id, b"\x04" * 65, receipt, created, created),
+                )
+
+        store = open_store(f"{postgres_url}?schema={schema}")
+        try:
+            await store.migrate()
+            old = await store.get_key("with-receipt")
+            assert old is not None
+            assert (old.counter, old.receipt, old.risk_metric) == (3, b"R", 7)
+            assert old.receipt_updated_at == created
+            bare = await store.get_key("without-receipt")
+            assert bare is not None
+            assert bare.receipt_updated_at is None
+            due = await store.keys_due_for_receipt_refresh("app", datetime.now(UTC), 10)
+            assert [k.key_id for k in due] == ["with-receipt"]
+        finally:
+            await store.close()
+        with psycopg.connect(postgres_url) as conn:
+            versions = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+            indexes = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
+                )
+            }
+        assert versions == [(1,), (2,)]
+        assert "device_keys_app_receipt_updated_at" in indexes
+    finally:
+        drop_schema(postgres_url, schema)

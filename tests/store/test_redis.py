@@ -9,7 +9,8 @@ import redis
 
 from appintegrity.errors import ConfigError
 from appintegrity.store import ChallengeRecord, open_store
-from appintegrity.store.redis import CHALLENGE_RETENTION, RedisStore
+from appintegrity.store.base import to_micros
+from appintegrity.store.redis import CHALLENGE_RETENTION, LAYOUT_VERSION, RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -42,3 +43,49 @@ async def test_hot_state_carries_a_ttl_and_stays_in_the_prefix(
 def test_redis_store_refuses_a_cache_url() -> None:
     with pytest.raises(ConfigError):
         open_store("redis://127.0.0.1:6379/0", cache_url="redis://127.0.0.1:6379/1")
+
+
+async def test_layout_1_data_joins_the_receipt_refresh_index(
+    redis_url: str, redis_isolated: str
+) -> None:
+    """Keys written by layout 1 (no 'ru' field, no per-app refresh index) are found by the
+    refresh query after ``migrate()``; migrating twice changes nothing."""
+    store = open_store(redis_isolated)
+    assert isinstance(store, RedisStore)
+    prefix = store.prefix
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"{prefix}schema_version", 1)
+        for key_id, extra in (
+            ("with-receipt", {"rcpt": b"R", "risk": 7}),
+            ("without-receipt", {}),
+            ("revoked", {"rcpt": b"R", "rev": to_micros(created)}),
+        ):
+            fields = {
+                "app": "app",
+                "plat": "ios",
+                "pub": b"\x04" * 65,
+                "ctr": 3,
+                "env": "production",
+                "c": to_micros(created),
+                "seen": to_micros(created),
+                **extra,
+            }
+            client.hset(f"{prefix}k:{key_id}", mapping=fields)  # type: ignore[arg-type]
+            client.zadd(f"{prefix}keys", {key_id: to_micros(created)})
+            client.zadd(f"{prefix}keys-by-app:app", {key_id: to_micros(created)})
+
+        for _ in range(2):
+            await store.migrate()
+            due = await store.keys_due_for_receipt_refresh("app", datetime.now(UTC), 10)
+            assert [k.key_id for k in due] == ["with-receipt"]
+            assert due[0].receipt_updated_at == created
+            assert (due[0].counter, due[0].risk_metric) == (3, 7)
+        assert int(client.get(f"{prefix}schema_version") or 0) == LAYOUT_VERSION
+        bare = await store.get_key("without-receipt")
+        assert bare is not None
+        assert bare.receipt_updated_at is None
+    finally:
+        client.close()
+        await store.close()

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,8 @@ import pytest
 
 from appintegrity.errors import ConfigError, StoreUnavailableError
 from appintegrity.store import ChallengeOutcome, ChallengeRecord, open_store
-from appintegrity.store.sqlite import SQLiteStore
+from appintegrity.store.base import to_micros
+from appintegrity.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -179,3 +181,52 @@ def test_cli_migrate_and_purge(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "unknown store URL scheme" in refused.stderr
+
+
+async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file made by the version-1 schema (and holding keys) gains receipt_updated_at:
+    existing receipts count as stored at registration, and the refresh query finds them."""
+    path = tmp_path / "v1.db"
+    created = NOW.replace(microsecond=0) - timedelta(days=3)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in _MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    for key_id, receipt in (("with-receipt", b"R"), ("without-receipt", None)):
+        conn.execute(
+            "INSERT INTO device_keys (key_id, app_id, platform, public_key, counter, "
+            "environment, receipt, risk_metric, created_at, last_seen_at) "
+            "VALUES (?, 'app', 'ios', ?, 3, 'production', ?, 7, ?, ?)",
+            (key_id, b"\x04" * 65, receipt, to_micros(created), to_micros(created)),
+        )
+    conn.close()
+
+    store = SQLiteStore(str(path))
+    try:
+        old = await store.get_key("with-receipt")
+        assert old is not None
+        assert (old.counter, old.receipt, old.risk_metric) == (3, b"R", 7)
+        assert old.receipt_updated_at == created
+        bare = await store.get_key("without-receipt")
+        assert bare is not None
+        assert bare.receipt_updated_at is None
+        due = await store.keys_due_for_receipt_refresh("app", NOW, 10)
+        assert [k.key_id for k in due] == ["with-receipt"]
+    finally:
+        await store.close()
+
+    conn = sqlite3.connect(path)
+    try:
+        versions = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT key_id FROM device_keys WHERE app_id = ? "
+            "AND receipt_updated_at < ? AND revoked_at IS NULL AND receipt IS NOT NULL "
+            "ORDER BY receipt_updated_at, rowid LIMIT 5",
+            ("app", 0),
+        ).fetchall()
+    finally:
+        conn.close()
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    # The refresh query is served by the (app_id, receipt_updated_at) index, not a scan.
+    assert any("device_keys_app_receipt_updated_at" in str(row) for row in plan), plan

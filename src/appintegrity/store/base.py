@@ -45,7 +45,12 @@ class ConsumedChallenge:
 
 @dataclass(frozen=True, slots=True)
 class DeviceKey:
-    """A registered device key (App Attest key; counter 0 at registration)."""
+    """A registered device key (App Attest key; counter 0 at registration).
+
+    ``receipt_updated_at`` is when the stored receipt was last stored or confirmed current by
+    Apple; ``add_key`` sets it to ``created_at`` when the key comes with a receipt and none is
+    given, and it is None exactly when there is no receipt.
+    """
 
     key_id: str  # standard base64 of the 32-byte key id (canonical spelling)
     app_id: str
@@ -58,6 +63,14 @@ class DeviceKey:
     created_at: datetime
     last_seen_at: datetime
     revoked_at: datetime | None = None
+    receipt_updated_at: datetime | None = None
+
+
+def receipt_updated_at(key: DeviceKey) -> datetime | None:
+    """The ``receipt_updated_at`` that ``add_key`` stores for ``key`` (see ``DeviceKey``)."""
+    if key.receipt is None:
+        return None
+    return key.receipt_updated_at or key.created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +153,31 @@ class Store(Protocol):
         """Keys, newest first."""
         ...
 
-    async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
-        """Replace a key's receipt after a refresh with Apple."""
+    async def update_receipt(
+        self,
+        key_id: str,
+        receipt: bytes,
+        risk_metric: int | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """Replace a key's receipt after a refresh with Apple; ``receipt_updated_at`` becomes
+        ``now`` (default: the wall clock). False if there is no such key."""
+        ...
+
+    async def mark_receipt_checked(self, key_id: str, receipt: bytes, now: datetime) -> bool:
+        """Set ``receipt_updated_at`` to ``now`` if the key's stored receipt is still
+        ``receipt`` and the key is not revoked: Apple had nothing newer for it (304, 404), so it
+        is not due again for a full interval. The comparison makes a racing refresh that stored
+        a newer receipt win: the newer receipt is never replaced by the older one."""
+        ...
+
+    async def keys_due_for_receipt_refresh(
+        self, app_id: str, before: datetime, limit: int
+    ) -> list[DeviceKey]:
+        """Non-revoked keys of ``app_id`` with a receipt last updated before ``before``, oldest
+        ``receipt_updated_at`` first, at most ``limit``. Served by an index: cost follows
+        ``limit``, not the number of keys the app has."""
         ...
 
     # Token ids (limited-use app tokens) --------------------------------------------------

@@ -84,8 +84,23 @@ class CompositeStore:
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
         return await self.durable.list_keys(app_id, limit)
 
-    async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
-        return await self.durable.update_receipt(key_id, receipt, risk_metric)
+    async def update_receipt(
+        self,
+        key_id: str,
+        receipt: bytes,
+        risk_metric: int | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        return await self.durable.update_receipt(key_id, receipt, risk_metric, now=now)
+
+    async def mark_receipt_checked(self, key_id: str, receipt: bytes, now: datetime) -> bool:
+        return await self.durable.mark_receipt_checked(key_id, receipt, now)
+
+    async def keys_due_for_receipt_refresh(
+        self, app_id: str, before: datetime, limit: int
+    ) -> list[DeviceKey]:
+        return await self.durable.keys_due_for_receipt_refresh(app_id, before, limit)
 
     async def add_signing_key(self, record: SigningKeyRecord) -> None:
         await self.durable.add_signing_key(record)

@@ -64,12 +64,13 @@ from appintegrity.store.rows import (
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Advisory lock namespace for migrations ("appi" in ASCII); the schema name picks the lock.
 _LOCK_CLASS = 0x61707069
 
+# Append-only: a released version is never edited, so every database upgrades the same way.
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE UNLOGGED TABLE challenges (
@@ -125,6 +126,15 @@ _MIGRATIONS: dict[int, list[str]] = {
             hits integer NOT NULL,
             PRIMARY KEY (bucket, window_seconds)
         )""",
+    ],
+    # 2: when each receipt was last refreshed, so the refresher reads the oldest ones by index.
+    # Existing receipts count as stored at registration (a refreshed one is then merely due
+    # early once).
+    2: [
+        "ALTER TABLE device_keys ADD COLUMN receipt_updated_at timestamptz",
+        "UPDATE device_keys SET receipt_updated_at = created_at WHERE receipt IS NOT NULL",
+        "CREATE INDEX device_keys_app_receipt_updated_at "
+        "ON device_keys (app_id, receipt_updated_at)",
     ],
 }
 
@@ -323,8 +333,8 @@ class PostgresStore:
     async def add_key(self, key: DeviceKey) -> bool:
         row = await self._fetchone(
             "INSERT INTO device_keys (key_id, app_id, platform, public_key, counter, "
-            "environment, receipt, risk_metric, created_at, last_seen_at, revoked_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "environment, receipt, risk_metric, created_at, last_seen_at, revoked_at, "
+            "receipt_updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
             device_key_params(key, _aware),
         )
@@ -361,12 +371,42 @@ class PostgresStore:
             )
         return [device_key_record(row, _utc) for row in rows]
 
-    async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
+    async def update_receipt(
+        self,
+        key_id: str,
+        receipt: bytes,
+        risk_metric: int | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
         count = await self._rowcount(
-            "UPDATE device_keys SET receipt = %s, risk_metric = %s WHERE key_id = %s",
-            (receipt, risk_metric, key_id),
+            "UPDATE device_keys SET receipt = %s, risk_metric = %s, receipt_updated_at = %s "
+            "WHERE key_id = %s",
+            (receipt, risk_metric, _aware(now or datetime.now(UTC)), key_id),
         )
         return count == 1
+
+    async def mark_receipt_checked(self, key_id: str, receipt: bytes, now: datetime) -> bool:
+        count = await self._rowcount(
+            "UPDATE device_keys SET receipt_updated_at = %s "
+            "WHERE key_id = %s AND receipt = %s AND revoked_at IS NULL",
+            (_aware(now), key_id, receipt),
+        )
+        return count == 1
+
+    async def keys_due_for_receipt_refresh(
+        self, app_id: str, before: datetime, limit: int
+    ) -> list[DeviceKey]:
+        if limit <= 0:
+            return []
+        # receipt_updated_at is NULL exactly when receipt is: the range excludes those.
+        rows = await self._fetchall(
+            SELECT_KEYS + " WHERE app_id = %s AND receipt_updated_at < %s "
+            "AND revoked_at IS NULL AND receipt IS NOT NULL "
+            "ORDER BY receipt_updated_at, seq LIMIT %s",
+            (app_id, _aware(before), limit),
+        )
+        return [device_key_record(row, _utc) for row in rows]
 
     # Token ids ---------------------------------------------------------------------------
 

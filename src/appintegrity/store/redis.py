@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -49,10 +49,14 @@ from appintegrity.store.base import (
     SigningKeyRecord,
     fixed_window,
     from_micros,
+    receipt_updated_at,
     to_micros,
 )
 
-__all__ = ["CHALLENGE_RETENTION", "RedisStore"]
+__all__ = ["CHALLENGE_RETENTION", "LAYOUT_VERSION", "RedisStore"]
+
+# 1: the first layout. 2: a sorted set per app of receipts scored by ``receipt_updated_at``.
+LAYOUT_VERSION = 2
 
 CHALLENGE_RETENTION = timedelta(minutes=15)
 
@@ -73,13 +77,24 @@ if not r[2] then has_key = 0 end
 return {won, r[1], has_key, r[2] or '', r[3], r[4]}
 """
 
-# KEYS[1] key hash, KEYS[2] index of all keys, KEYS[3] index of the app's keys;
-# ARGV[1] created µs (score), ARGV[2] key id, ARGV[3..] field/value pairs.
+# KEYS[1] key hash, KEYS[2] index of all keys, KEYS[3] index of the app's keys, KEYS[4] the
+# app's receipts by refresh time; ARGV[1] created µs (score), ARGV[2] key id, ARGV[3] receipt
+# updated µs or '' (no receipt, or revoked), ARGV[4..] field/value pairs.
 _ADD_KEY = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2]) end
+return 1
+"""
+
+# KEYS[1] key hash, KEYS[2] the app's receipts by refresh time; ARGV[1] now µs, ARGV[2] key id.
+# A revoked key leaves the refresh index; the first revocation time is kept.
+_REVOKE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'rev', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 """
 
@@ -99,12 +114,39 @@ redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] key hash; ARGV[1] receipt, ARGV[2] risk metric or '' for none.
+# KEYS[1] key hash, KEYS[2] the app's receipts by refresh time; ARGV[1] receipt, ARGV[2] risk
+# metric or '' for none, ARGV[3] now µs, ARGV[4] key id.
 _UPDATE_RECEIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'rcpt', ARGV[1])
+redis.call('HSET', KEYS[1], 'rcpt', ARGV[1], 'ru', ARGV[3])
 if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'risk')
 else redis.call('HSET', KEYS[1], 'risk', ARGV[2]) end
+if redis.call('HEXISTS', KEYS[1], 'rev') == 0 then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+end
+return 1
+"""
+
+# KEYS[1] key hash, KEYS[2] the app's receipts by refresh time; ARGV[1] receipt expected,
+# ARGV[2] now µs, ARGV[3] key id. Only while that receipt is stored and the key not revoked.
+_MARK_RECEIPT_CHECKED = """
+local r = redis.call('HMGET', KEYS[1], 'rcpt', 'rev')
+if not r[1] or r[2] or r[1] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'ru', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# Layout 2 (migrate): KEYS[1] key hash, KEYS[2] the app's receipts by refresh time; ARGV[1] key
+# id. A key stored by layout 1 gets 'ru' = its creation time and joins the index; idempotent.
+_INDEX_RECEIPT = """
+if redis.call('HEXISTS', KEYS[1], 'rcpt') == 0 then return 0 end
+local ru = redis.call('HGET', KEYS[1], 'ru')
+if not ru then
+  ru = redis.call('HGET', KEYS[1], 'c')
+  redis.call('HSET', KEYS[1], 'ru', ru)
+end
+if redis.call('HEXISTS', KEYS[1], 'rev') == 0 then redis.call('ZADD', KEYS[2], ru, ARGV[1]) end
 return 1
 """
 
@@ -166,6 +208,9 @@ class RedisStore:
         self._advance = client.register_script(_ADVANCE_COUNTER)
         self._set_once = client.register_script(_SET_ONCE_IF_EXISTS)
         self._update_receipt = client.register_script(_UPDATE_RECEIPT)
+        self._revoke_key = client.register_script(_REVOKE_KEY)
+        self._mark_checked = client.register_script(_MARK_RECEIPT_CHECKED)
+        self._index_receipt = client.register_script(_INDEX_RECEIPT)
         self._add_record = client.register_script(_ADD_RECORD)
         self._delete_record = client.register_script(_DELETE_RECORD)
         self._hit = client.register_script(_HIT)
@@ -219,9 +264,26 @@ class RedisStore:
     # Lifecycle ---------------------------------------------------------------------------
 
     async def migrate(self) -> None:
-        """Nothing to create; records the layout version and proves the server is there."""
+        """Bring data of older layouts up to ``LAYOUT_VERSION``; record it. Idempotent, and safe
+        when instances run it together (each step is an idempotent per-key script)."""
         async with self._guard():
-            await self._client.set(self._k("schema_version"), 1)
+            stored = await self._client.get(self._k("schema_version"))
+        version = 0 if stored is None else int(stored)
+        if version < 2:
+            # Layout 2: the per-app index of receipts by refresh time.
+            async with self._guard():
+                async for member, _score in self._client.zscan_iter(self._k("keys"), count=500):
+                    key_id = _text(member)
+                    app = await self._client.hget(self._k("k", key_id), "app")
+                    if app is None:
+                        continue
+                    await self._index_receipt(
+                        keys=[self._k("k", key_id), self._k("receipts-due", _text(app))],
+                        args=[key_id],
+                    )
+        if version < LAYOUT_VERSION:
+            async with self._guard():
+                await self._client.set(self._k("schema_version"), LAYOUT_VERSION)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -286,9 +348,21 @@ class RedisStore:
             fields += ["risk", key.risk_metric]
         if key.revoked_at is not None:
             fields += ["rev", to_micros(key.revoked_at)]
+        updated = receipt_updated_at(key)
+        due: int | str = ""
+        if updated is not None:
+            fields += ["ru", to_micros(updated)]
+            if key.revoked_at is None:
+                due = to_micros(updated)
         created = to_micros(key.created_at)
-        keys = [self._k("k", key.key_id), self._k("keys"), self._k("keys-by-app", key.app_id)]
-        return await self._script_int(self._add_key, keys, [created, key.key_id, *fields]) == 1
+        keys = [
+            self._k("k", key.key_id),
+            self._k("keys"),
+            self._k("keys-by-app", key.app_id),
+            self._k("receipts-due", key.app_id),
+        ]
+        args = [created, key.key_id, due, *fields]
+        return await self._script_int(self._add_key, keys, args) == 1
 
     def _device_key(self, key_id: str, fields: Mapping[bytes, bytes]) -> DeviceKey:
         risk = fields.get(b"risk")
@@ -304,7 +378,14 @@ class RedisStore:
             created_at=from_micros(int(fields[b"c"])),
             last_seen_at=from_micros(int(fields[b"seen"])),
             revoked_at=_opt_micros_text(fields, b"rev"),
+            receipt_updated_at=_opt_micros_text(fields, b"ru"),
         )
+
+    async def _app_of(self, key_id: str) -> str | None:
+        """A key's app id (it never changes, so reading it before a script is race-free)."""
+        async with self._guard():
+            app = await self._client.hget(self._k("k", key_id), "app")
+        return None if app is None else _text(app)
 
     async def get_key(self, key_id: str) -> DeviceKey | None:
         async with self._guard():
@@ -316,8 +397,12 @@ class RedisStore:
         return await self._script_int(self._advance, [self._k("k", key_id)], args) == 1
 
     async def revoke_key(self, key_id: str, now: datetime) -> bool:
-        args = ["rev", to_micros(now)]
-        return await self._script_int(self._set_once, [self._k("k", key_id)], args) == 1
+        args = [to_micros(now), key_id]
+        app = await self._app_of(key_id)
+        if app is None:
+            return False
+        keys = [self._k("k", key_id), self._k("receipts-due", app)]
+        return await self._script_int(self._revoke_key, keys, args) == 1
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
         index = self._k("keys") if app_id is None else self._k("keys-by-app", app_id)
@@ -333,9 +418,51 @@ class RedisStore:
             if fields
         ]
 
-    async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
-        args: list[Any] = [receipt, "" if risk_metric is None else risk_metric]
-        return await self._script_int(self._update_receipt, [self._k("k", key_id)], args) == 1
+    async def update_receipt(
+        self,
+        key_id: str,
+        receipt: bytes,
+        risk_metric: int | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        at = to_micros(now or datetime.now(UTC))
+        app = await self._app_of(key_id)
+        if app is None:
+            return False
+        args: list[Any] = [receipt, "" if risk_metric is None else risk_metric, at, key_id]
+        keys = [self._k("k", key_id), self._k("receipts-due", app)]
+        return await self._script_int(self._update_receipt, keys, args) == 1
+
+    async def mark_receipt_checked(self, key_id: str, receipt: bytes, now: datetime) -> bool:
+        args: list[Any] = [receipt, to_micros(now), key_id]
+        app = await self._app_of(key_id)
+        if app is None:
+            return False
+        keys = [self._k("k", key_id), self._k("receipts-due", app)]
+        return await self._script_int(self._mark_checked, keys, args) == 1
+
+    async def keys_due_for_receipt_refresh(
+        self, app_id: str, before: datetime, limit: int
+    ) -> list[DeviceKey]:
+        if limit <= 0:
+            return []
+        # Scores are µs since the epoch: exact in a double until the year 2255.
+        bound = f"({to_micros(before)}"
+        async with self._guard():
+            members = await self._client.zrangebyscore(
+                self._k("receipts-due", app_id), "-inf", bound, start=0, num=limit
+            )
+            pipe = self._client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(self._k("k", _text(member)))
+            rows = await pipe.execute()
+        keys = [
+            self._device_key(_text(member), _fields(fields))
+            for member, fields in zip(members, rows, strict=True)
+            if fields
+        ]
+        return [k for k in keys if k.receipt is not None and k.revoked_at is None]
 
     # Token ids ---------------------------------------------------------------------------
 

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from appintegrity.store.base import ChallengeRecord, DebugTokenRecord, DeviceKey, SigningKeyRecord
+from appintegrity.store.base import (
+    ChallengeRecord,
+    DebugTokenRecord,
+    DeviceKey,
+    SigningKeyRecord,
+    receipt_updated_at,
+)
 
 __all__ = [
     "SELECT_DEBUG_TOKENS",
@@ -32,7 +38,7 @@ Decode = Callable[[Any], datetime]
 
 SELECT_KEYS = (
     "SELECT key_id, app_id, platform, public_key, counter, environment, receipt, risk_metric, "
-    "created_at, last_seen_at, revoked_at FROM device_keys"
+    "created_at, last_seen_at, revoked_at, receipt_updated_at FROM device_keys"
 )
 SELECT_DEBUG_TOKENS = (
     "SELECT token_id, app_id, name, secret_hash, created_at, revoked_at FROM debug_tokens"
@@ -45,7 +51,8 @@ def _optional(convert: Callable[[Any], Any], value: Any) -> Any:
 
 
 def device_key_params(key: DeviceKey, encode: Encode) -> tuple[Any, ...]:
-    """The values for the columns of ``SELECT_KEYS``, in order."""
+    """The values for the columns of ``SELECT_KEYS``, in order (``receipt_updated_at`` as
+    ``add_key`` stores it)."""
     return (
         key.key_id,
         key.app_id,
@@ -58,6 +65,7 @@ def device_key_params(key: DeviceKey, encode: Encode) -> tuple[Any, ...]:
         encode(key.created_at),
         encode(key.last_seen_at),
         _optional(encode, key.revoked_at),
+        _optional(encode, receipt_updated_at(key)),
     )
 
 
@@ -75,6 +83,7 @@ def device_key_record(row: Sequence[Any], decode: Decode) -> DeviceKey:
         created_at=decode(row[8]),
         last_seen_at=decode(row[9]),
         revoked_at=_optional(decode, row[10]),
+        receipt_updated_at=_optional(decode, row[11]),
     )
 
 

@@ -26,7 +26,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,9 +60,10 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Version 1. Each migration is a list of statements applied inside one IMMEDIATE transaction.
+# Each migration is a list of statements applied inside one IMMEDIATE transaction. Append-only:
+# a released version is never edited, so every database upgrades through the same steps.
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE challenges (
@@ -115,6 +116,15 @@ _MIGRATIONS: dict[int, list[str]] = {
             hits INTEGER NOT NULL,
             PRIMARY KEY (bucket, window_seconds)
         ) WITHOUT ROWID""",
+    ],
+    # 2: when each receipt was last refreshed, so the refresher reads the oldest ones by index.
+    # Existing receipts count as stored at registration (a refreshed one is then merely due
+    # early once).
+    2: [
+        "ALTER TABLE device_keys ADD COLUMN receipt_updated_at INTEGER",
+        "UPDATE device_keys SET receipt_updated_at = created_at WHERE receipt IS NOT NULL",
+        "CREATE INDEX device_keys_app_receipt_updated_at "
+        "ON device_keys (app_id, receipt_updated_at)",
     ],
 }
 
@@ -275,8 +285,8 @@ class SQLiteStore:
             try:
                 rows = conn.execute(
                     "INSERT INTO device_keys (key_id, app_id, platform, public_key, counter, "
-                    "environment, receipt, risk_metric, created_at, last_seen_at, revoked_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "environment, receipt, risk_metric, created_at, last_seen_at, revoked_at, "
+                    "receipt_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
                     params,
                 ).fetchall()
@@ -336,16 +346,56 @@ class SQLiteStore:
 
         return [device_key_record(row, from_micros) for row in await self._run(select)]
 
-    async def update_receipt(self, key_id: str, receipt: bytes, risk_metric: int | None) -> bool:
-        params = (receipt, risk_metric, key_id)
+    async def update_receipt(
+        self,
+        key_id: str,
+        receipt: bytes,
+        risk_metric: int | None,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        params = (receipt, risk_metric, to_micros(now or datetime.now(UTC)), key_id)
 
         def update(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "UPDATE device_keys SET receipt = ?, risk_metric = ? WHERE key_id = ?", params
+                "UPDATE device_keys SET receipt = ?, risk_metric = ?, receipt_updated_at = ? "
+                "WHERE key_id = ?",
+                params,
             )
             return cursor.rowcount == 1
 
         return await self._run(update)
+
+    async def mark_receipt_checked(self, key_id: str, receipt: bytes, now: datetime) -> bool:
+        params = (to_micros(now), key_id, receipt)
+
+        def update(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE device_keys SET receipt_updated_at = ? "
+                "WHERE key_id = ? AND receipt = ? AND revoked_at IS NULL",
+                params,
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(update)
+
+    async def keys_due_for_receipt_refresh(
+        self, app_id: str, before: datetime, limit: int
+    ) -> list[DeviceKey]:
+        if limit <= 0:
+            return []
+        params = (app_id, to_micros(before), limit)
+
+        def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # receipt_updated_at is NULL exactly when receipt is: the range excludes those.
+            return conn.execute(
+                SELECT_KEYS + " WHERE app_id = ? AND receipt_updated_at < ? "
+                "AND revoked_at IS NULL AND receipt IS NOT NULL "
+                "ORDER BY receipt_updated_at, rowid LIMIT ?",
+                params,
+            ).fetchall()
+
+        return [device_key_record(row, from_micros) for row in await self._run(select)]
 
     # Token ids ---------------------------------------------------------------------------
 

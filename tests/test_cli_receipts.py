@@ -3,6 +3,7 @@ and a fake of Apple's data server over real HTTP on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from appintegrity.cli import main
 from appintegrity.encoding import b64_encode
 from appintegrity.service import create_app, load_config
 from appintegrity.service.server import BackgroundServer
+from appintegrity.store import open_store
 from appintegrity.testing.fake_apple import FakeAppleDataServer, ScriptedResponse
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 from appintegrity.testing.receipts import ReceiptAuthority
@@ -154,7 +157,9 @@ def listed_metrics(world: World) -> dict[str, int | None]:
 def test_refresh_stores_new_receipts_and_keys_list_shows_their_metric(world: World) -> None:
     first, second = world.register(), world.register()
     world.apple.next_risk_metric = 7
-    status, rows = refresh(world, "--app", APP)
+    # Fresh receipts are not due before interval_hours; --all refreshes them all the same.
+    assert refresh(world, "--app", APP) == (0, [])
+    status, rows = refresh(world, "--app", APP, "--all")
     by_key = {row["key_id"]: row for row in rows}
     assert by_key[first]["status"] == by_key[second]["status"] == "updated"
     assert {by_key[first]["risk_metric"], by_key[second]["risk_metric"]} == {7, 1}
@@ -167,6 +172,62 @@ def test_refresh_stores_new_receipts_and_keys_list_shows_their_metric(world: Wor
     assert status == 0
     assert [(r["key_id"], r["status"]) for r in rows] == [(first, "not_modified")]
     assert listed_metrics(world)[first] in (7, 1)
+
+
+def age_receipt(world: World, key_id: str, age: timedelta) -> None:
+    """Make a key's receipt look refreshed ``age`` ago (the store's own update, same bytes)."""
+
+    async def go() -> None:
+        store = open_store(load_config(world.config, env={}).server.store)
+        try:
+            key = await store.get_key(key_id)
+            assert key is not None and key.receipt is not None
+            then = datetime.now(UTC) - age
+            assert await store.update_receipt(key_id, key.receipt, key.risk_metric, now=then)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_refresh_takes_the_due_receipts_oldest_first(world: World) -> None:
+    fresh, day_old, week_old = world.register(), world.register(), world.register()
+    age_receipt(world, day_old, timedelta(hours=25))
+    age_receipt(world, week_old, timedelta(days=7))
+    # Receipts refreshed by earlier tests are fresh too: only these two are past 24 hours.
+    status, rows = refresh(world, "--app", APP)
+    assert status == 0
+    assert [(r["key_id"], r["status"]) for r in rows] == [
+        (week_old, "updated"),
+        (day_old, "updated"),
+    ]
+    # Now they are fresh; nothing is due, and --limit bounds a run.
+    assert refresh(world, "--app", APP) == (0, [])
+    age_receipt(world, fresh, timedelta(hours=2))
+    age_receipt(world, day_old, timedelta(hours=3))
+    status, rows = refresh(world, "--app", APP, "--older-than", "1", "--limit", "1")
+    assert [r["key_id"] for r in rows] == [day_old]
+    status, rows = refresh(world, "--app", APP, "--older-than", "1")
+    assert [r["key_id"] for r in rows] == [fresh]
+
+
+def test_an_answer_without_a_newer_receipt_counts_as_checked(world: World) -> None:
+    key_id = world.register()
+    age_receipt(world, key_id, timedelta(days=2))
+    world.apple.respond(304)
+    assert refresh(world, "--app", APP) == (0, [_row(key_id, "not_modified")])
+    assert refresh(world, "--app", APP) == (0, [])  # not due again for interval_hours
+
+
+def _row(key_id: str, status: str) -> dict[str, Any]:
+    return {
+        "key_id": key_id,
+        "app_id": APP,
+        "status": status,
+        "risk_metric": None,
+        "reason": None,
+        "message": None,
+    }
 
 
 def test_the_installed_command_refreshes_in_text_mode(world: World) -> None:
@@ -223,6 +284,8 @@ def test_a_new_receipt_that_does_not_validate_is_not_stored(world: World) -> Non
 @pytest.mark.parametrize(
     ("args", "exit_status", "message"),
     [
+        (("--older-than", "-1"), 2, "--older-than must not be negative"),
+        (("--all", "--older-than", "3"), 2, "not allowed with argument"),
         (("--app", "ABCDE12345.com.unknown"), 2, "not a configured iOS app"),
         (("--app", PLAIN_APP), 2, "no [apps.receipt_refresh]"),
         (("--key", "A" * 43 + "="), 1, "no key"),

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,12 @@ from appintegrity.errors import ConfigError, Reason
 from appintegrity.service import create_app, parse_config
 from appintegrity.service.apps import Apps
 from appintegrity.service.config import ServiceConfig
-from appintegrity.service.receipts import RefreshOutcome, refresh_key_receipt
+from appintegrity.service.metrics import Metrics
+from appintegrity.service.receipts import (
+    BackgroundReceiptRefresher,
+    RefreshOutcome,
+    refresh_key_receipt,
+)
 from appintegrity.service.server import BackgroundServer
 from appintegrity.store import open_store
 from appintegrity.store.base import DeviceKey
@@ -561,6 +566,59 @@ def _background_scenario(apple: Apple, kit: Kit, service: Service) -> None:
     assert receipt_count(service, "refresh", "updated") >= 1
     limited = assertion(service, phone, key_id)
     assert limited.json()["decision"] == "limit"
+
+
+def test_background_refresh_reaches_the_oldest_receipts_of_an_app_with_many_keys(
+    risky: Service, apple: Apple, tmp_path: Path
+) -> None:
+    """The refresher asks the store for the receipts due, oldest first: keys registered long
+    ago are refreshed even behind many newer keys (a scan of the newest keys never saw them)."""
+    phone = apple.iphone(risky.kit)
+    key_id, _ = register(risky, phone)
+    template = stored_key(risky, key_id)
+    now = apple.clock()
+
+    def synthetic(name: str, created: datetime, refreshed: datetime) -> DeviceKey:
+        # The real key's public key and receipt under other ids: Apple renews each.
+        return replace(template, key_id=name, created_at=created, receipt_updated_at=refreshed)
+
+    old = [
+        synthetic(f"old-{days}", now - timedelta(days=90), now - timedelta(days=days))
+        for days in (28, 30, 29)
+    ]
+    newer = [
+        synthetic(f"new-{i}", now - timedelta(days=1, seconds=-i), now - timedelta(hours=1))
+        for i in range(200)
+    ]
+
+    async def scenario() -> tuple[list[RefreshOutcome], list[RefreshOutcome], DeviceKey | None]:
+        store = open_store(f"sqlite:///{tmp_path / 'many.db'}")
+        apps = Apps(risky.config)
+        try:
+            await store.migrate()
+            for key in [*old, *newer]:
+                assert await store.add_key(key)
+            # The old keys are beyond the newest 200, where a scan with a limit would stop.
+            newest = {k.key_id for k in await store.list_keys(IOS_APP, 200)}
+            assert not newest & {k.key_id for k in old}
+            refresher = BackgroundReceiptRefresher(apps.ios(IOS_APP), store, apple.clock, Metrics())
+            first = await refresher.run_once()
+            second = await refresher.run_once()
+            return first, second, await store.get_key("old-30")
+        finally:
+            await apps.aclose()
+            await store.close()
+
+    first, second, refreshed = asyncio.run(scenario())
+    assert [(o.key_id, o.status) for o in first] == [
+        ("old-30", "updated"),
+        ("old-29", "updated"),
+        ("old-28", "updated"),
+    ]
+    assert second == []  # refreshed now: not due for interval_hours
+    assert refreshed is not None and refreshed.receipt_updated_at is not None
+    assert refreshed.receipt_updated_at >= now
+    assert refreshed.risk_metric == 1
 
 
 # -- configuration -------------------------------------------------------------------------------

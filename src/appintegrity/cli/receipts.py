@@ -1,11 +1,13 @@
 """``appintegrity receipts refresh``: trade stored App Attest receipts for newer ones.
 
-For a cron job, or instead of the service's background refresher: each stored receipt of the
-selected apps (or one key) is posted to Apple's data server with the app's
-``[apps.receipt_refresh]`` DeviceCheck key; a new receipt is validated (Apple's steps, with the
-app's receipt trust roots) and stored with its fraud-risk metric. 304 and 404 keep the stored
-receipt. Exit status: 0 when nothing failed, 1 when a refresh failed or Apple's answer did not
-validate, 2 for configuration or usage errors.
+For a cron job, or instead of the service's background refresher: the stored receipts of the
+selected apps that are due (last refreshed more than the app's ``interval_hours`` ago, or
+``--older-than HOURS``; ``--all`` for every one), oldest first, or one key, are posted to Apple's
+data server with the app's ``[apps.receipt_refresh]`` DeviceCheck key; a new receipt is
+validated (Apple's steps, with the app's receipt trust roots) and stored with its fraud-risk
+metric. 304 and 404 keep the stored receipt, which then counts as checked: it is not due again
+for an interval. Exit status: 0 when nothing failed, 1 when a refresh failed or Apple's answer
+did not validate, 2 for configuration or usage errors.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from appintegrity.cli import CONFIG_ENV, add_config_argument
@@ -39,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_config_argument(p, "service config file")
     p.add_argument("--app", help="only this iOS app id")
     p.add_argument("--key", help="only this key id (base64, base64url or hex)")
+    due = p.add_mutually_exclusive_group()
+    due.add_argument(
+        "--older-than",
+        type=float,
+        metavar="HOURS",
+        help="receipts last refreshed more than HOURS ago (default: the app's interval_hours)",
+    )
+    due.add_argument("--all", action="store_true", help="every stored receipt, however fresh")
     p.add_argument("--limit", type=int, default=100_000, help="at most this many keys per app")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_refresh)
@@ -55,6 +65,8 @@ def run_refresh(args: argparse.Namespace) -> int:
 
     if not args.config:
         return _fail(f"give --config FILE or set ${CONFIG_ENV}")
+    if args.older_than is not None and args.older_than < 0:
+        return _fail("--older-than must not be negative")
     try:
         config = load_config(args.config)
         apps = Apps(config)
@@ -108,9 +120,11 @@ async def _refresh(
             outcomes.append(await refresh_key_receipt(app, key, store, datetime.now(UTC)))
         else:
             for app in chosen:
-                for key in await store.list_keys(app.config.id, args.limit):
-                    if key.receipt is None or key.revoked_at is not None:
-                        continue
+                now = datetime.now(UTC)
+                due = await store.keys_due_for_receipt_refresh(
+                    app.config.id, now - _age(args, app), args.limit
+                )
+                for key in due:
                     outcome = await refresh_key_receipt(app, key, store, datetime.now(UTC))
                     outcomes.append(outcome)
     finally:
@@ -118,6 +132,17 @@ async def _refresh(
         await store.close()
     _report(args, outcomes)
     return 1 if any(o.status in ("failed", "invalid") for o in outcomes) else 0
+
+
+def _age(args: argparse.Namespace, app: IosApp) -> timedelta:
+    """How long ago a receipt must have been refreshed to be due."""
+    if args.all:
+        return timedelta(0)  # everything stored before now
+    if args.older_than is not None:
+        return timedelta(hours=args.older_than)
+    refresh = app.config.receipt_refresh
+    assert refresh is not None  # only apps with [apps.receipt_refresh] are chosen
+    return timedelta(hours=refresh.interval_hours)
 
 
 def _report(args: argparse.Namespace, outcomes: list[RefreshOutcome]) -> None:

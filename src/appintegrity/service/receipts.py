@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from appintegrity.apple.attestation import AttestedKey
-from appintegrity.apple.receipt import parse_receipt, verify_receipt
+from appintegrity.apple.receipt import verify_receipt
 from appintegrity.errors import AppIntegrityError, AppleVerificationError, Reason
 from appintegrity.service.apps import IosApp
 from appintegrity.service.config import IosAppConfig
@@ -44,9 +44,15 @@ __all__ = [
 # Apple's step 5 for a receipt just fetched from its server: created within five minutes.
 REFRESHED_RECEIPT_MAX_AGE = timedelta(minutes=5)
 
-# Failures that say "Apple is unavailable right now": the rest of a batch waits for the next poll.
-_TRANSIENT = frozenset(
-    {Reason.APPLE_RECEIPT_REFRESH_RATE_LIMITED, Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE}
+# Failures that are about Apple or our credentials, not about one receipt: "Apple is unavailable
+# right now" or "Apple refuses our DeviceCheck key". The rest of a batch waits for the next poll,
+# the key is retried within the hour, and the store is not told (it was not this receipt's fault).
+_ENDS_BATCH = frozenset(
+    {
+        Reason.APPLE_RECEIPT_REFRESH_RATE_LIMITED,
+        Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
+        Reason.APPLE_RECEIPT_REFRESH_UNAUTHORIZED,
+    }
 )
 
 
@@ -131,7 +137,12 @@ async def refresh_key_receipt(
 ) -> RefreshOutcome:
     """Refresh one key's receipt with Apple, validate the answer, store it.
 
-    Raises only ``StoreUnavailableError`` (the store could not record the new receipt); every
+    When Apple answered about this receipt without giving a usable newer one (304, 404, another
+    4xx, or a receipt that does not validate), the stored receipt is marked checked at ``now``
+    (``Store.mark_receipt_checked``), so it is not due again for a full interval; when Apple
+    could not be asked or refused our credentials, nothing is marked.
+
+    Raises only ``StoreUnavailableError`` (the store could not record the outcome); every
     failure of Apple's side is an outcome.
     """
     client = app.refresh_client
@@ -140,15 +151,20 @@ async def refresh_key_receipt(
     if key.receipt is None or key.revoked_at is not None:
         why = "the key is revoked" if key.revoked_at is not None else "the key has no receipt"
         return RefreshOutcome(key.key_id, key.app_id, "skipped", key.risk_metric, message=why)
+    receipt = key.receipt
     try:
-        answer = await client.refresh(key.receipt, now=now)
+        answer = await client.refresh(receipt, now=now)
     except AppleVerificationError as exc:
+        if exc.reason not in _ENDS_BATCH:
+            await store.mark_receipt_checked(key.key_id, receipt, now)
         return RefreshOutcome(
             key.key_id, key.app_id, "failed", key.risk_metric, exc.reason, exc.message
         )
     if answer.status == "not_modified":
+        await store.mark_receipt_checked(key.key_id, receipt, now)
         return RefreshOutcome(key.key_id, key.app_id, "not_modified", key.risk_metric)
     if answer.status == "no_data":
+        await store.mark_receipt_checked(key.key_id, receipt, now)
         return RefreshOutcome(
             key.key_id,
             key.app_id,
@@ -168,10 +184,11 @@ async def refresh_key_receipt(
             max_age=REFRESHED_RECEIPT_MAX_AGE,
         )
     except AppleVerificationError as exc:
+        await store.mark_receipt_checked(key.key_id, receipt, now)
         return RefreshOutcome(
             key.key_id, key.app_id, "invalid", key.risk_metric, exc.reason, exc.message
         )
-    if not await store.update_receipt(key.key_id, answer.receipt, parsed.risk_metric):
+    if not await store.update_receipt(key.key_id, answer.receipt, parsed.risk_metric, now=now):
         return RefreshOutcome(
             key.key_id, key.app_id, "skipped", key.risk_metric, message="the key is gone"
         )
@@ -179,13 +196,19 @@ async def refresh_key_receipt(
 
 
 class BackgroundReceiptRefresher:
-    """Refreshes, for one app, the stored receipts older than ``interval_hours``, at most
-    ``batch_size`` every ``poll_seconds``.
+    """Refreshes, for one app, the stored receipts older than ``interval_hours``, oldest first,
+    at most ``batch_size`` every ``poll_seconds``.
 
-    The store offers no "receipts due" query, so each poll scans the app's newest
-    ``scan_limit`` keys; creation times are parsed once per receipt and remembered. A key whose
-    refresh did not update it is not tried again before ``interval_hours`` (an hour at most
-    when Apple was unavailable). Rate limiting or an outage ends the batch early.
+    Each poll asks the store for the keys due (``Store.keys_due_for_receipt_refresh``, served by
+    an index), so every key is reached however many the app has. A refresh that Apple answered
+    marks the receipt checked in the store, so it is not due again for ``interval_hours``; one
+    that failed because of Apple or our credentials ends the batch and holds that key back in
+    memory for an hour at most (fewer such keys than polls in that hour, so the extra rows read
+    to skip them stay few).
+
+    Instances sharing a store each run their own refresher and may pick the same due keys in
+    the same moment: a receipt is then refreshed twice, which costs an Apple request and is
+    otherwise harmless (``mark_receipt_checked`` never replaces a newer receipt).
     """
 
     def __init__(
@@ -205,9 +228,7 @@ class BackgroundReceiptRefresher:
         self.interval = timedelta(hours=refresh.interval_hours)
         self.batch_size = refresh.batch_size
         self.poll_seconds = refresh.poll_seconds
-        self.scan_limit = refresh.scan_limit
-        self._created: dict[str, tuple[int, datetime | None, datetime | None]] = {}
-        self._retry_at: dict[str, datetime] = {}
+        self._held_until: dict[str, datetime] = {}
 
     async def run(self) -> None:
         """Poll forever (until cancelled); no failure ends the loop."""
@@ -221,10 +242,13 @@ class BackgroundReceiptRefresher:
                 log.exception("receipt refresh app=%s failed unexpectedly", self.app.config.id)
 
     async def run_once(self) -> list[RefreshOutcome]:
-        """One poll: refresh up to ``batch_size`` due receipts; returns what happened."""
+        """One poll: refresh up to ``batch_size`` due receipts, oldest first."""
         now = self.clock()
-        keys = await self.store.list_keys(self.app.config.id, self.scan_limit)
-        due = [key for key in keys if self._due(key, now)][: self.batch_size]
+        self._held_until = {k: t for k, t in self._held_until.items() if now < t}
+        keys = await self.store.keys_due_for_receipt_refresh(
+            self.app.config.id, now - self.interval, self.batch_size + len(self._held_until)
+        )
+        due = [key for key in keys if key.key_id not in self._held_until][: self.batch_size]
         outcomes = []
         for key in due:
             outcome = await refresh_key_receipt(self.app, key, self.store, self.clock())
@@ -235,32 +259,7 @@ class BackgroundReceiptRefresher:
                 outcome=outcome.status,
                 reason=outcome.reason or "",
             )
-            if outcome.status == "updated":
-                self._retry_at.pop(key.key_id, None)
-                continue
-            transient = outcome.reason in _TRANSIENT
-            wait = min(self.interval, timedelta(hours=1)) if transient else self.interval
-            self._retry_at[key.key_id] = now + wait
-            if transient:
+            if outcome.reason in _ENDS_BATCH:
+                self._held_until[key.key_id] = now + min(self.interval, timedelta(hours=1))
                 break
         return outcomes
-
-    def _due(self, key: DeviceKey, now: datetime) -> bool:
-        if key.receipt is None or key.revoked_at is not None:
-            return False
-        retry_at = self._retry_at.get(key.key_id)
-        if retry_at is not None and now < retry_at:
-            return False
-        fingerprint = hash(key.receipt)
-        cached = self._created.get(key.key_id)
-        if cached is None or cached[0] != fingerprint:
-            try:
-                parsed = parse_receipt(key.receipt)
-                cached = (fingerprint, parsed.creation_time, parsed.not_before)
-            except AppleVerificationError:
-                cached = (fingerprint, None, None)  # unreadable: nothing Apple could renew
-            self._created[key.key_id] = cached
-        _, created, not_before = cached
-        if created is None or now - created < self.interval:
-            return False
-        return not_before is None or not_before <= now

@@ -41,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     debug = subparsers.add_parser("debug-token", help="debug tokens for simulators and CI")
     debug_sub = debug.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = debug_sub.add_parser("create", help="create one; the secret is printed once")
+    p = debug_sub.add_parser(
+        "create",
+        help="create one; the secret is printed once (refused at the app's limit, default 20)",
+    )
     _common(p)
     p.add_argument("--app", required=True, help="app id the token is for")
     p.add_argument("--name", required=True, help="who uses it, e.g. 'CI' or 'Ana's simulator'")
@@ -174,13 +177,20 @@ async def _keys_revoke(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _debug_create(args: argparse.Namespace, store: Store) -> int:
-    from appintegrity.service.debug_tokens import create_debug_token
+    from appintegrity.service.debug_tokens import create_debug_token, debug_token_limit
 
     config = getattr(args, "service_config", None)
     if config is not None and config.app(args.app) is None:
         print(f"error: the app {args.app} is not in the configuration", file=sys.stderr)
         return 2
-    record, secret = await create_debug_token(store, app_id=args.app, name=args.name, now=_now())
+    # Over the app's limit: a ServiceError (debug_token.limit), printed by _run with exit 1.
+    record, secret = await create_debug_token(
+        store,
+        app_id=args.app,
+        name=args.name,
+        now=_now(),
+        limit=debug_token_limit(config, args.app),
+    )
     if args.json:
         print(json.dumps({"token_id": record.token_id, "app_id": record.app_id, "secret": secret}))
     else:

@@ -19,7 +19,7 @@ from appintegrity import __version__
 from appintegrity.errors import Code
 from appintegrity.service import assertions, registrations
 from appintegrity.service.config import ServiceConfig
-from appintegrity.service.debug_tokens import create_debug_token, hash_secret
+from appintegrity.service.debug_tokens import create_debug_token, debug_token_limit, hash_secret
 from appintegrity.service.errors import (
     BodyLimitMiddleware,
     install_error_handlers,
@@ -324,16 +324,21 @@ def create_app(
         "/v1/admin/debug-tokens",
         status_code=201,
         response_model=DebugTokenCreateResponse,
-        responses=admin_errors,
+        responses=_errors(400, 401, 404, 409, 503),
         tags=["admin"],
     )
     async def create_debug(request: Request, body: DebugTokenCreateRequest) -> Response:
-        """Create a debug token; the secret is in this response only."""
+        """Create a debug token; the secret is in this response only. 409 debug_token.limit
+        when the app already has its maximum of non-revoked tokens (default 20)."""
         _check_admin(request)
         if service.config.app(body.appId) is None:
             raise service_error(Code.APP_UNKNOWN, f"the app {body.appId} is not configured")
         record, secret = await create_debug_token(
-            service.store, app_id=body.appId, name=body.name, now=service.clock()
+            service.store,
+            app_id=body.appId,
+            name=body.name,
+            now=service.clock(),
+            limit=debug_token_limit(service.config, body.appId),
         )
         return JSONResponse({**_debug_info(record), "secret": secret}, status_code=201)
 

@@ -48,8 +48,10 @@ def main() -> None:
     row(f"raw ES256 verify (cryptography, {len(message)}-byte message)", raw)
     row(f"decode_token_locally (JWE+JWS, {len(token)}-char token)", decoded)
     row("verify_local (decode + verdict + policy)", full)
+    # Issue 3's target is on the token step (decrypt + verify); the typed verdict and the policy
+    # on top are shown for what they cost, without a target of their own.
     ratio("decode_token_locally / raw ES256", decoded, raw, TARGET)
-    ratio("verify_local / raw ES256", full, raw, TARGET)
+    ratio("verify_local / raw ES256 (no target: adds verdict model and policy)", full, raw)
 
 
 if __name__ == "__main__":

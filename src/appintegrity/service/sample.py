@@ -16,10 +16,12 @@ issuer = "http://127.0.0.1:8080"         # the `iss` of app tokens: your service
 mode = "enforce"                         # "monitor": blocked devices are logged, still get a token
 max_body_bytes = 65536
 challenge_ttl_seconds = 300
+# max_debug_tokens_per_app = 20          # debug tokens (simulators, CI) per app, like App Check
 
 [tokens]
 ttl_seconds = 3600                       # app token lifetime (per app: ttl_seconds in [[apps]])
 key_refresh_seconds = 5                  # how often each instance reloads signing keys
+# key_publish_seconds = 10               # a rotated key is published this long before it signs
 
 [limits]                                 # requests per minute; 0 = off
 challenges_per_minute_per_ip = 120
@@ -52,4 +54,11 @@ platform = "android"
 decryption_key = "dCXwS0yhDPGxOKCrKTIgskAo+D+vQP2J38+ZNUTjLLI="
 verification_key = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEDYfzOdL3qO8DiV0Y0PAhfFISbU+dOLHC9oBQ59zKvtXJbW51jpWjuPjZXM/JKLOcgR1lemIxxg+gCZIZRqucow=="
 certificate_digests = ["IybpCTPUkM4wTiRPCqkCx2Ock6Ml3_pdpkdSYDb4L2w"]   # sample: your signing cert's SHA-256
+# The Play Integrity policy (docs/service.md), for example:
+# min_version_code = 42                  # older builds: google.version_too_old (default: any)
+# required_device_level = "device"       # "basic", "device" or "strong"
+# require_license = true
+# When the app reports a Play Integrity client error instead of a token ("errorCode"):
+# client_error_action = "block"          # or "limit" (a limited token, with a remediation hint)
+# retryable_client_error_action = "block"  # for retryable codes (-3, -8, -12, …) only
 """

@@ -7,10 +7,10 @@ Verified claims go to ``scope["state"]["app_integrity"]`` (Starlette's
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from appintegrity.web.policy import RoutePolicy, RouteSpec, RouteTable, route_table
-from appintegrity.web.protector import Protector, Verdict
+from appintegrity.web.protector import Protector
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,7 +19,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def send_refusal(send: Send, verdict: Verdict) -> None:
+class Refusal(Protocol):
+    """What a refusing verdict offers (app-token ``Verdict`` and inline ``InlineVerdict``)."""
+
+    @property
+    def status(self) -> int: ...
+
+    def body(self) -> bytes: ...
+
+    def headers(self) -> list[tuple[str, str]]: ...
+
+
+async def send_refusal(send: Send, verdict: Refusal) -> None:
     """Answer with the verdict's JSON error; the app is never called."""
     body = verdict.body()
     headers = [(name.encode(), value.encode()) for name, value in verdict.headers()]

@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import EncodingError, b64_encode, b64url_encode, normalize_key_id
@@ -37,6 +37,7 @@ from appintegrity.errors import (
 from appintegrity.google import Decision, PlayIntegrityVerifier
 from appintegrity.google.nonce import request_hash
 from appintegrity.store.base import Store
+from appintegrity.web.asgi import ASGIApp, Message, Receive, Scope, Send, send_refusal
 from appintegrity.web.background import BackgroundLoop
 from appintegrity.web.metrics import WebMetrics, default_metrics
 from appintegrity.web.policy import Mode, RoutePolicy, RouteSpec, RouteTable, route_table
@@ -332,21 +333,6 @@ class InlineProtector:
         )
 
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def _send_refusal(send: Send, verdict: InlineVerdict) -> None:
-    body = verdict.body()
-    headers = [(name.encode(), value.encode()) for name, value in verdict.headers()]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class InlineMiddleware:
     """ASGI middleware for inline mode; ``RoutePolicy.accept_limit`` and ``mode`` apply."""
 
@@ -388,7 +374,7 @@ class InlineMiddleware:
         else:
             verdict = await self.protector.check_async(headers, body, policy, route=route)
         if not verdict.allowed:
-            await _send_refusal(send, verdict)
+            await send_refusal(send, verdict)
             return
         scope.setdefault("state", {})["app_integrity"] = verdict.proof
         await self.app(scope, _replay(body, receive), send)

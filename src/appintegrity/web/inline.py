@@ -17,7 +17,6 @@ Play token is consumed once (by its hash) while it could still pass the freshnes
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from appintegrity.web.asgi import ASGIApp, Message, Receive, Scope, Send, send_r
 from appintegrity.web.background import BackgroundLoop
 from appintegrity.web.metrics import WebMetrics, default_metrics
 from appintegrity.web.policy import Mode, RoutePolicy, RouteSpec, RouteTable, route_table
+from appintegrity.web.protector import error_body
 
 KEY_ID_HEADER = "X-App-Attest-Key-Id"
 ASSERTION_HEADER = "X-App-Attest-Assertion"
@@ -214,11 +214,7 @@ class InlineVerdict(NamedTuple):
         return self.error.status if self.error is not None else 200
 
     def body(self) -> bytes:
-        """The JSON error body: ``{"error": {"code", "message"}}``."""
-        if self.error is None:
-            return b"{}"
-        payload = {"error": {"code": str(self.error.code), "message": self.error.message}}
-        return json.dumps(payload).encode()
+        return error_body(self.error)
 
     def headers(self) -> list[tuple[str, str]]:
         return [("content-type", "application/json")]

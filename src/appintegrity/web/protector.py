@@ -14,7 +14,7 @@ import logging
 from enum import StrEnum
 from typing import NamedTuple
 
-from appintegrity.errors import Code
+from appintegrity.errors import Code, ServiceError
 from appintegrity.tokens import (
     TOKEN_UNVERIFIABLE,
     AppTokenClaims,
@@ -54,6 +54,14 @@ _OUTCOME_OF_CODE: dict[str, Outcome] = {
 }
 
 
+def error_body(error: ServiceError | None) -> bytes:
+    """The JSON error body every adapter answers: ``{"error": {"code", "message"}}``."""
+    if error is None:
+        return b"{}"
+    payload = {"error": {"code": str(error.code), "message": error.message}}
+    return json.dumps(payload).encode()
+
+
 class Verdict(NamedTuple):
     """What the protector concluded for one request.
 
@@ -72,11 +80,7 @@ class Verdict(NamedTuple):
         return self.error.status if self.error is not None else 200
 
     def body(self) -> bytes:
-        """The JSON error body: ``{"error": {"code", "message"}}``."""
-        if self.error is None:
-            return b"{}"
-        payload = {"error": {"code": str(self.error.code), "message": self.error.message}}
-        return json.dumps(payload).encode()
+        return error_body(self.error)
 
     def headers(self) -> list[tuple[str, str]]:
         extra = [("content-type", "application/json")]

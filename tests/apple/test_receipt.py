@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appintegrity.apple import parse_attestation_object
 from appintegrity.apple.receipt import (
     Receipt,
     ReceiptType,
@@ -599,3 +600,43 @@ def test_software_iphone_attestation_carries_a_receipt_that_verifies() -> None:
     assert receipt.public_key == key.public_key
     assert receipt.attested_certificate == key.certificate_chain[0]
     assert receipt.client_hash == hashlib.sha256(b"server challenge").digest()
+
+
+# --- Apple's 2020 receipts: signed attributes present, the signature over the content ---------
+
+_KAYAK = json.loads(
+    (
+        Path(os.environ["APPINTEGRITY_SHARED_VECTORS"])
+        / "appattest/webauthn4j-kayak-prod-attestation.json"
+    ).read_text()
+)
+
+
+def _kayak_receipt() -> bytes:
+    return parse_attestation_object(_KAYAK["input"]["attestation"]).receipt
+
+
+def test_a_2020_receipt_signing_its_content_despite_signed_attributes_verifies() -> None:
+    public_key = serialization.load_pem_public_key(_KAYAK["expect"]["public_key_pem"].encode())
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    receipt = verify_receipt(
+        _kayak_receipt(),
+        now=datetime.fromisoformat(_KAYAK["verify_at"].replace("Z", "+00:00")),
+        app_id=_KAYAK["input"]["app_id"],
+        public_key=public_key,
+    )
+    assert receipt.type is ReceiptType.ATTEST
+    assert receipt.app_id == "8YE23NZS57.com.kayak.travel"
+
+
+def test_that_receipt_with_one_content_byte_changed_is_refused() -> None:
+    raw = bytearray(_kayak_receipt())
+    # The app id inside the payload: changing it breaks both the signature over the content
+    # and the message digest the signed attributes carry.
+    index = raw.index(b"8YE23NZS57.com.kayak.travel")
+    raw[index] ^= 0x01
+    with pytest.raises(AppleVerificationError) as caught:
+        verify_receipt(
+            bytes(raw), now=datetime.fromisoformat(_KAYAK["verify_at"].replace("Z", "+00:00"))
+        )
+    assert caught.value.reason == Reason.APPLE_RECEIPT_INVALID

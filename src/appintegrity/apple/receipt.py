@@ -511,7 +511,21 @@ def _verify_signature(signed: _SignedReceipt) -> None:
     try:
         key.verify(signed.signature, data, ec.ECDSA(digest))
     except InvalidSignature:
-        raise _invalid("the receipt's CMS signature does not verify with its signer") from None
+        # Apple's 2020 receipts carry signed attributes yet sign the content itself (RFC 5652
+        # says the attributes). The content, whose digest the attributes name (checked
+        # above), is what every field is read from, so a signature over it is accepted too.
+        if data is signed.content or not _verifies(key, signed.signature, signed.content, digest):
+            raise _invalid("the receipt's CMS signature does not verify with its signer") from None
+
+
+def _verifies(
+    key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes, digest: hashes.HashAlgorithm
+) -> bool:
+    try:
+        key.verify(signature, data, ec.ECDSA(digest))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _verify_chain(

@@ -252,3 +252,18 @@ def test_expect_mode_reports_mismatches(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["matches"] for line in lines] == [True, False]
     assert "reason" in lines[1]["mismatches"][0]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(vectors_dir: Path) -> None:
+    paths = [str(path) for path in _apple_vectors(vectors_dir)] * 20
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appintegrity", "verify", *paths],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr, stderr

@@ -128,3 +128,34 @@ def test_play_integrity_token_is_handed_over(capsys: pytest.CaptureFixture[str])
     assert "App Attest" not in captured.err
     if status == 2:
         assert "Play Integrity support not installed yet" in captured.err
+
+
+def test_a_vector_file_is_judged_at_its_verify_at_and_at_overrides_it(
+    vectors_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(vectors_dir / "appattest" / "uebelack-production-attestation.json")
+    at_vector_time = _inspect_json(capsys, path)["chain"]
+    assert isinstance(at_vector_time, dict)
+    assert at_vector_time["trusted"] is True
+    assert at_vector_time["at"] == "2024-02-08T12:00:00+00:00"
+    before_the_leaf = _inspect_json(capsys, path, "--at", "2021-01-01T00:00:00Z")["chain"]
+    assert isinstance(before_the_leaf, dict)
+    assert before_the_leaf["trusted"] is False
+    assert before_the_leaf["reason"] == "apple.certificate_chain_invalid"
+
+
+def test_a_play_integrity_vector_is_decrypted_with_its_own_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vector = Path(__file__).parent / "google" / "vectors" / "valid-standard.json"
+    document = _inspect_json(capsys, str(vector))
+    assert document["kind"] == "play-integrity"
+    payload = document["payload"]
+    assert isinstance(payload, dict)
+    assert payload["appIntegrity"]["appRecognitionVerdict"] == "PLAY_RECOGNIZED"
+
+
+def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["inspect", "--at", "yesterday", "AAAA"])
+    assert caught.value.code == 2

@@ -13,7 +13,6 @@ import argparse
 import base64
 import dataclasses
 import hashlib
-import importlib
 import json
 import re
 import sys
@@ -46,9 +45,9 @@ from appintegrity.apple.authdata import (
 from appintegrity.apple.certificates import ChainVerifier, apple_app_attestation_root
 from appintegrity.apple.keys import public_key_point
 from appintegrity.apple.receipt import parse_receipt
+from appintegrity.cli.inspect_play_integrity import explain as explain_play_integrity
 from appintegrity.errors import AppIntegrityError
 
-PLAY_MODULE = "appintegrity.cli.inspect_play_integrity"
 _JWE = re.compile(r"\A[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*){4}\Z")
 
 _FLAG_NAMES = [
@@ -79,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
+        "--at",
+        type=_instant,
+        help="ISO 8601 time at which to check the certificate chain (default: a vector file's"
+        " verify_at, else now)",
+    )
+    parser.add_argument(
         "--decryption-key", help="Play Integrity: the Play Console response decryption key"
     )
     parser.add_argument(
@@ -96,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
     text = _as_text(data)
     if text is not None and _JWE.match(text):
         return _play_integrity(text, args)
+    vector = _play_integrity_vector(text)
+    if vector is not None:
+        args.decryption_key = args.decryption_key or vector.get("decryption_key")
+        args.verification_key = args.verification_key or vector.get("verification_key")
+        return _play_integrity(str(vector["token"]), args)
     try:
-        document = explain(data, now=datetime.now(UTC))
+        document = explain(data, now=args.at or _vector_time(text) or datetime.now(UTC))
     except InspectError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))
@@ -130,15 +140,50 @@ def _as_text(data: bytes) -> str | None:
         return None
 
 
-def _play_integrity(token: str, args: argparse.Namespace) -> int:
+def _instant(text: str) -> datetime:
     try:
-        module = importlib.import_module(PLAY_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != PLAY_MODULE:
-            raise
-        print("error: Play Integrity support not installed yet", file=sys.stderr)
-        return 2
-    status, output = module.explain(
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _vector(text: str | None) -> dict[str, object] | None:
+    """The document, when ``text`` is a vector file (a JSON object with an ``input``)."""
+    if text is None or not text.startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("input"), dict):
+        return document
+    return None
+
+
+def _vector_time(text: str | None) -> datetime | None:
+    """A vector file's ``verify_at``: its objects are meant to be judged at that time."""
+    document = _vector(text)
+    verify_at = document.get("verify_at") if document else None
+    if not isinstance(verify_at, str):
+        return None
+    try:
+        return _instant(verify_at)
+    except argparse.ArgumentTypeError:
+        return None
+
+
+def _play_integrity_vector(text: str | None) -> dict[str, object] | None:
+    """A ``play-integrity`` vector's input (token and keys), to decrypt and show its verdict."""
+    document = _vector(text)
+    inputs = document.get("input") if document else None
+    if isinstance(inputs, dict) and isinstance(inputs.get("token"), str):
+        return inputs
+    return None
+
+
+def _play_integrity(token: str, args: argparse.Namespace) -> int:
+    status, output = explain_play_integrity(
         token,
         decryption_key=args.decryption_key,
         verification_key=args.verification_key,
@@ -181,8 +226,6 @@ def _explain_vector(text: str, now: datetime) -> dict[str, object]:
     for field in ("attestation", "assertion", "receipt"):
         if isinstance(inputs.get(field), str):
             return explain(inputs[field].encode("ascii", "replace"), now=now)
-    if isinstance(inputs.get("token"), str):
-        raise InspectError("a Play Integrity vector: pass its token to inspect instead")
     raise InspectError("the vector holds no attestation, assertion or receipt")
 
 

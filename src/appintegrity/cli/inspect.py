@@ -2,9 +2,10 @@
 
 Accepts an attestation object or an assertion (base64 text, or raw CBOR in a file), a receipt,
 or a vector file holding one of them. Nothing is *verified* against a challenge or a stored key
-here; the certificate chain is checked against Apple's root at the current time, for information.
-A Play Integrity token (a compact JWE: five dot-separated parts) is handed to
-``appintegrity.cli.inspect_play_integrity``.
+here; the certificate chain is checked against Apple's root, for information, at ``--at`` (by
+default a vector file's ``verify_at``, else now). A Play Integrity token (a compact JWE: five
+dot-separated parts), or a ``play-integrity`` vector file, is decrypted and shown by
+``appintegrity.cli.inspect_play_integrity`` with the keys given (a vector's own by default).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,17 @@ def test_a_blocked_decision_from_a_monitoring_service_is_refused_in_enforce_mode
     watched = world.protector(Mode.MONITOR).check(token, policy, route="/buy")
     assert watched.allowed and watched.outcome is Outcome.BLOCKED
     assert world.metrics.count(route="/buy", reason="blocked", action="allowed") == 1
+
+
+def test_a_deeply_nested_token_header_is_refused_as_invalid_not_raised(world: World) -> None:
+    # The header is read before any signature check: anybody can send this one.
+    header = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=").decode()
+    token = f"{header}.e30.{'A' * 86}"
+    verdict = world.protector(Mode.ENFORCE).check(token, RoutePolicy(), route="/buy")
+    assert not verdict.allowed and verdict.outcome is Outcome.INVALID
+    assert verdict.error is not None
+    assert (verdict.error.status, verdict.error.code) == (401, "token.invalid")
+    watched = asyncio.run(
+        world.protector(Mode.MONITOR).check_async(token, RoutePolicy(), route="/buy")
+    )
+    assert watched.allowed and watched.claims is None and watched.outcome is Outcome.INVALID

@@ -243,7 +243,7 @@ def _kid_of(token: str) -> str | None:
     header, _, _ = token.partition(".")
     try:
         parsed = json.loads(b64decode_lenient(header))
-    except (EncodingError, ValueError):
+    except (EncodingError, ValueError, RecursionError):  # anybody's header: never a 500
         return None
     kid = parsed.get("kid") if isinstance(parsed, dict) else None
     return kid if isinstance(kid, str) else None

@@ -88,7 +88,9 @@ def _b64url(part: str) -> bytes:
 def _json_object(raw: bytes, what: str) -> dict[str, object]:
     try:
         value = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        # The header is parsed before the signature is checked: a deeply nested one from
+        # anybody must end as token.invalid, not as a RecursionError (a 500).
         raise _invalid(f"token {what} is not JSON") from exc
     if not isinstance(value, dict):
         raise _invalid(f"token {what} must be a JSON object")

@@ -135,7 +135,7 @@ class AuthenticatorData:
                 )
             if not isinstance(value, dict):
                 raise malformed("authenticator data extensions are not a CBOR map")
-            extensions = MappingProxyType({str(key): item for key, item in value.items()})
+            extensions = _extension_map(value)
         elif flags & FLAG_EXTENSION_DATA:
             raise malformed("the extension-data flag is set but no extensions follow")
         return cls(
@@ -148,6 +148,21 @@ class AuthenticatorData:
             credential_public_key,
             extensions,
         )
+
+
+def _extension_map(value: dict[object, object]) -> Mapping[str, object]:
+    """The extension map keyed by text, as exposed; a key that has no text form, or two keys
+    with one text form (``1`` and ``"1"``), make the map ambiguous and are refused."""
+    named: dict[str, object] = {}
+    for key, item in value.items():
+        try:
+            name = str(key)
+        except (ValueError, RecursionError) as exc:  # e.g. an integer past Python's digit limit
+            raise malformed("authenticator data extensions have a key with no text form") from exc
+        if name in named:
+            raise malformed(f"authenticator data extensions name {name[:64]!r} twice")
+        named[name] = item
+    return MappingProxyType(named)
 
 
 def object_bytes(data: bytes | str, what: str) -> bytes:

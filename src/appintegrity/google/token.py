@@ -147,17 +147,19 @@ def _check_header(
 
 # Play uses a handful of distinct header spellings: once one has been parsed and accepted, its
 # encoded form is remembered, so later tokens skip the base64 and JSON work. Only accepted headers
-# are kept, and only a few, so the cache can neither grow nor change a decision.
-_ACCEPTED_HEADERS: dict[str, bool] = {}
+# are kept, and only a few, so the cache can neither grow nor change a decision. Each is kept
+# for the layer that accepted it: a JWS header (alg ES256) is no JWE header, nor the reverse.
+_ACCEPTED_HEADERS: dict[tuple[str, str], bool] = {}
 _MAX_ACCEPTED_HEADERS = 32
 
 
 def _accept_header(header_b64: str, what: str, expected: Mapping[str, str], reason: Reason) -> None:
-    if header_b64 in _ACCEPTED_HEADERS:
+    cache_key = (what, header_b64)
+    if cache_key in _ACCEPTED_HEADERS:
         return
     _check_header(_json_object(_b64url(header_b64, what), what), expected, reason)
     if len(_ACCEPTED_HEADERS) < _MAX_ACCEPTED_HEADERS:
-        _ACCEPTED_HEADERS[header_b64] = True
+        _ACCEPTED_HEADERS[cache_key] = True
 
 
 def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, object]:

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appintegrity.apple import AuthenticatorData, verify_assertion
+from appintegrity.apple import AppAttestVerifier, AuthenticatorData, verify_assertion
 from appintegrity.errors import AppleVerificationError, Reason
+from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
 APP_ID = "TEAM123456.com.example.app"
 OTHER_APP_ID = "TEAM999999.com.example.other"
@@ -90,3 +91,32 @@ def test_any_extension_map_parses_or_is_malformed(extensions: dict[object, objec
     else:
         assert parsed.extensions is not None
         assert all(isinstance(key, str) for key in parsed.extensions)
+
+
+def test_verifier_refuses_a_key_of_an_app_it_does_not_accept() -> None:
+    # app_id= used to widen the verifier to any app named by the stored key.
+    ca = AppAttestCA.generate()
+    other_phone = SoftwareIPhone(OTHER_APP_ID, ca=ca)
+    key_id = other_phone.generate_key()
+    verifier = AppAttestVerifier(APP_ID, trust_roots=ca.trust_roots)
+    with pytest.raises(AppleVerificationError) as caught:
+        verifier.verify_assertion(
+            other_phone.generate_assertion(key_id, b"body"),
+            client_data=b"body",
+            public_key=other_phone.public_key(key_id),
+            previous_counter=0,
+            app_id=OTHER_APP_ID,
+        )
+    assert caught.value.reason == Reason.APPLE_APP_ID_MISMATCH
+    # Its own app still passes, named or not.
+    phone = SoftwareIPhone(APP_ID, ca=ca)
+    own = phone.generate_key()
+    for app_id in (APP_ID, None):
+        result = verifier.verify_assertion(
+            phone.generate_assertion(own, b"body"),
+            client_data=b"body",
+            public_key=phone.public_key(own),
+            previous_counter=phone.counter(own) - 1,
+            app_id=app_id,
+        )
+        assert result.app_id == APP_ID

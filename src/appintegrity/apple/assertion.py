@@ -97,7 +97,7 @@ def check_assertion(
         raise AppleVerificationError(
             Reason.APPLE_APP_ID_MISMATCH,
             f"the RP ID hash {auth_data.rp_id_hash.hex()} is not SHA-256 of any accepted app id "
-            f"({', '.join(name for name, _ in app_ids)})",
+            f"({', '.join(name for name, _ in app_ids) or 'none: the key is for another app'})",
         )
 
     # Step 6: the counter must be strictly greater than the stored one (replay protection).

@@ -249,7 +249,9 @@ class AppAttestVerifier:
         self._app_ids = app_id_hashes(app_ids)
         self.environment = Environment(environment)
         self._chain = _chain_verifier(trust_roots)
-        self._single_app: dict[str, tuple[tuple[str, bytes], ...]] = {}
+        self._single_app: dict[str, tuple[tuple[str, bytes], ...]] = {
+            name: ((name, digest),) for name, digest in self._app_ids
+        }
 
     @property
     def app_ids(self) -> tuple[str, ...]:
@@ -363,10 +365,15 @@ class AppAttestVerifier:
         previous_counter: int,
         app_id: str | None = None,
     ) -> VerifiedAssertion:
-        """Verify an assertion from an attested key; ``app_id`` narrows to the key's own app."""
+        """Verify an assertion from an attested key; ``app_id`` narrows to the key's own app.
+
+        An ``app_id`` this verifier does not accept matches nothing (``apple.app_id_mismatch``
+        at the RP ID step): a store shared by several apps must not let one app's keys pass
+        another app's verifier.
+        """
         candidates = self._app_ids
         if app_id is not None:
-            candidates = self._single_app.get(app_id) or self._remember_app(app_id)
+            candidates = self._single_app.get(app_id, ())
         return check_assertion(
             assertion,
             client_data=client_data,
@@ -374,12 +381,6 @@ class AppAttestVerifier:
             previous_counter=previous_counter,
             app_ids=candidates,
         )
-
-    def _remember_app(self, app_id: str) -> tuple[tuple[str, bytes], ...]:
-        candidates = app_id_hashes(app_id)
-        if len(self._single_app) < 1024:
-            self._single_app[app_id] = candidates
-        return candidates
 
 
 def verify_attestation(

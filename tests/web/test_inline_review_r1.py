@@ -1,0 +1,63 @@
+"""Review findings on inline mode: each test failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from inline_support import BODY, Rig
+
+from appintegrity.encoding import b64_encode
+from appintegrity.errors import ServiceError
+from appintegrity.store import DeviceKey
+from appintegrity.testing.ios import SoftwareIPhone
+from appintegrity.web.inline import ASSERTION_HEADER, KEY_ID_HEADER, DeviceProof
+
+OTHER_APP = "TEAM999999.com.example.other"
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def _verify(rig: Rig, headers: dict[str, str], body: bytes = BODY) -> DeviceProof:
+    lowered = {name.lower(): value for name, value in headers.items()}
+    return asyncio.run(rig.verifier.verify(lowered, body))
+
+
+def test_key_of_another_app_in_a_shared_store_is_refused(rig: Rig) -> None:
+    # The store is shared with a service that also serves OTHER_APP; this backend's verifier
+    # accepts only IOS_APP. The stored key's app id used to widen the verifier to OTHER_APP.
+    phone = SoftwareIPhone(OTHER_APP, ca=rig.phone.ca)
+    key_id = phone.generate_key()
+    now = datetime.now(UTC)
+    stored = DeviceKey(
+        key_id=key_id,
+        app_id=OTHER_APP,
+        platform="ios",
+        public_key=phone.public_key(key_id),
+        counter=0,
+        environment="production",
+        receipt=None,
+        risk_metric=None,
+        created_at=now,
+        last_seen_at=now,
+    )
+    assert asyncio.run(rig.store.add_key(stored))
+    headers = {
+        KEY_ID_HEADER: key_id,
+        ASSERTION_HEADER: b64_encode(phone.generate_assertion(key_id, BODY)),
+    }
+    with pytest.raises(ServiceError) as caught:
+        _verify(rig, headers)
+    assert caught.value.code == "apple.app_id_mismatch"
+    assert caught.value.status == 401
+    # The other app's key did not advance: nothing was accepted.
+    after = asyncio.run(rig.store.get_key(key_id))
+    assert after is not None and after.counter == 0

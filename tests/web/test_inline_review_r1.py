@@ -14,7 +14,13 @@ from appintegrity.encoding import b64_encode
 from appintegrity.errors import ServiceError
 from appintegrity.store import DeviceKey
 from appintegrity.testing.ios import SoftwareIPhone
-from appintegrity.web.inline import ASSERTION_HEADER, KEY_ID_HEADER, DeviceProof
+from appintegrity.web.inline import (
+    ASSERTION_HEADER,
+    KEY_ID_HEADER,
+    PLAY_INTEGRITY_HEADER,
+    DeviceProof,
+    _play_token_id,
+)
 
 OTHER_APP = "TEAM999999.com.example.other"
 
@@ -61,3 +67,29 @@ def test_key_of_another_app_in_a_shared_store_is_refused(rig: Rig) -> None:
     # The other app's key did not advance: nothing was accepted.
     after = asyncio.run(rig.store.get_key(key_id))
     assert after is not None and after.counter == 0
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_respelled_play_token_is_still_a_replay(rig: Rig) -> None:
+    # The GCM tag is 16 bytes: 22 base64url characters, the last carrying 4 spare bits that
+    # decoders ignore. Flipping one gives another text for the same token; the consumed-token
+    # key used to be the text's hash, so the respelled token passed a second time.
+    token = rig.play_headers()[PLAY_INTEGRITY_HEADER]
+    *head, tag = token.split(".")
+    assert len(tag) % 4 == 2
+    respelled = ".".join([*head, tag[:-1] + _B64URL[_B64URL.index(tag[-1]) ^ 1]])
+    assert respelled != token
+    first = _verify(rig, {PLAY_INTEGRITY_HEADER: token})
+    assert first.platform == "android"
+    with pytest.raises(ServiceError) as caught:
+        _verify(rig, {PLAY_INTEGRITY_HEADER: respelled})
+    assert caught.value.code == "token.consumed"
+    assert caught.value.status == 409
+
+
+def test_play_token_id_tolerates_text_that_is_not_base64url() -> None:
+    # Tokens decoded by Google's API are opaque here: any text still gets a stable id.
+    assert _play_token_id("a.b!c.d") == _play_token_id("a.b!c.d")
+    assert _play_token_id("a.b!c.d") != _play_token_id("a.b!c.e")

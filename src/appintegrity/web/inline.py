@@ -24,7 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from appintegrity.apple import AppAttestVerifier
-from appintegrity.encoding import EncodingError, b64_encode, b64url_encode, normalize_key_id
+from appintegrity.encoding import (
+    EncodingError,
+    b64_encode,
+    b64decode_lenient,
+    b64url_encode,
+    normalize_key_id,
+)
 from appintegrity.errors import (
     Code,
     ConfigError,
@@ -167,7 +173,7 @@ class InlineVerifier:
             status = 401 if code in _NOT_FOR_THIS_REQUEST else 403
             reasons = ", ".join(result.reasons)
             raise _refused(code, f"Play Integrity verdict refused: {reasons}", status)
-        token_id = "play:" + b64url_encode(hashlib.sha256(token.encode()).digest())
+        token_id = _play_token_id(token)
         if not await self.store.consume_token_id(token_id, now + self.play_replay_window, now):
             raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before", 409)
         return DeviceProof(
@@ -178,6 +184,23 @@ class InlineVerifier:
             None,
             tuple(result.reasons),
         )
+
+
+def _play_token_id(token: str) -> str:
+    """The key a Play token is consumed under: SHA-256 of its decoded segments, not its text.
+
+    A base64url segment whose length is not a multiple of four has spare bits in its last
+    character that decoders ignore (the 16-byte GCM tag always does), so one token has many
+    spellings; keyed by its text, each respelling of a used token passed as unused.
+    """
+    digest = hashlib.sha256()
+    for segment in token.split("."):
+        try:
+            raw = b"d" + b64decode_lenient(segment)
+        except EncodingError:  # a token only Google's decoder reads: keep its text
+            raw = b"t" + segment.encode("utf-8", "surrogatepass")
+        digest.update(len(raw).to_bytes(8, "big") + raw)
+    return "play:" + b64url_encode(digest.digest())
 
 
 _REASON_LABELS: dict[str, str] = {

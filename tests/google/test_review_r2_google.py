@@ -7,6 +7,7 @@ from play_support import KEYS, NOW, REQUEST_HASH
 
 from appintegrity.errors import GoogleVerificationError, Reason
 from appintegrity.google.token import decode_token_locally
+from appintegrity.google.verdict import IntegrityVerdict
 from appintegrity.testing.android import SoftwareAndroidDevice
 
 JWE_HEADER = {"alg": "A256KW", "enc": "A256GCM"}
@@ -40,3 +41,22 @@ def test_an_accepted_jwe_header_is_not_accepted_as_the_jws_header(
     # The JWE header (alg A256KW) on the signature, even signed with the right key: not ES256.
     swapped = device.seal(payload, jwe_header=JWE_HEADER, jws_header=JWE_HEADER)
     assert _reason(swapped) == Reason.GOOGLE_SIGNATURE_INVALID
+
+
+@pytest.mark.parametrize("millis", [-1, -(10**18), 253_402_300_800_000])
+def test_a_timestamp_outside_years_1970_to_9999_is_malformed(millis: int) -> None:
+    # Both ends: a verdict that reads must also print (summary(), inspect, vector conclusions).
+    payload = {
+        "requestDetails": {"requestPackageName": "com.example.app", "timestampMillis": millis}
+    }
+    with pytest.raises(GoogleVerificationError) as info:
+        IntegrityVerdict.from_payload(payload)
+    assert info.value.reason == Reason.GOOGLE_MALFORMED
+
+
+def test_the_earliest_and_latest_timestamps_read_and_print() -> None:
+    for millis in (0, 253_402_300_799_999):
+        verdict = IntegrityVerdict.from_payload(
+            {"requestDetails": {"requestPackageName": "p", "timestampMillis": millis}}
+        )
+        assert verdict.summary()["timestamp"]

@@ -147,8 +147,9 @@ class RequestDetails:
         timestamp = _integer(section, "requestDetails", "timestampMillis")
         if package is None or timestamp is None:
             raise _malformed("requestDetails needs requestPackageName and timestampMillis")
-        if timestamp > _MAX_TIMESTAMP_MILLIS:
-            raise _malformed("requestDetails.timestampMillis is beyond the year 9999")
+        # Both bounds: a verdict that reads must also print (``timestamp``, ``summary``).
+        if not 0 <= timestamp <= _MAX_TIMESTAMP_MILLIS:
+            raise _malformed("requestDetails.timestampMillis is outside the years 1970 to 9999")
         return cls(
             request_package_name=package,
             timestamp_millis=timestamp,

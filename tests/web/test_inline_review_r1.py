@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from inline_support import BODY, Rig
+from inline_support import ANDROID_APP, BODY, Rig
 
 from appintegrity.encoding import b64_encode
 from appintegrity.errors import ServiceError
-from appintegrity.store import DeviceKey
+from appintegrity.google import PlayIntegrityPolicy, PlayIntegrityVerifier
+from appintegrity.google.nonce import request_hash
+from appintegrity.store import DeviceKey, open_store
+from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
 from appintegrity.testing.ios import SoftwareIPhone
 from appintegrity.web.inline import (
     ASSERTION_HEADER,
     KEY_ID_HEADER,
     PLAY_INTEGRITY_HEADER,
     DeviceProof,
+    InlineVerifier,
     _play_token_id,
 )
 
@@ -93,3 +97,38 @@ def test_play_token_id_tolerates_text_that_is_not_base64url() -> None:
     # Tokens decoded by Google's API are opaque here: any text still gets a stable id.
     assert _play_token_id("a.b!c.d") == _play_token_id("a.b!c.d")
     assert _play_token_id("a.b!c.d") != _play_token_id("a.b!c.e")
+
+
+def test_play_token_is_remembered_while_it_is_still_fresh(tmp_path: Path) -> None:
+    # A policy allowing tokens an hour old with the default 15-minute replay window: the
+    # consumed record used to expire after 15 minutes, and the same token passed again.
+    store = open_store(f"sqlite:///{tmp_path / 'window.db'}")
+    device = SoftwareAndroidDevice(ANDROID_APP, keys=PlayIntegrityTestKeys.generate())
+    policy = PlayIntegrityPolicy(
+        package_name=ANDROID_APP,
+        certificate_digests=(device.certificate_digest,),
+        max_age_seconds=3600,
+    )
+    issued = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    clock = [issued]
+    verifier = InlineVerifier(
+        store,
+        google=PlayIntegrityVerifier(policy, keys=device.keys.as_keys()),
+        clock=lambda: clock[0],
+    )
+    token = device.request_integrity_token(request_hash=request_hash(BODY), now=issued)
+    headers = {PLAY_INTEGRITY_HEADER.lower(): token}
+    try:
+        assert asyncio.run(verifier.verify(headers, BODY)).platform == "android"
+        clock[0] = issued + timedelta(minutes=20)  # past the window, still fresh
+        asyncio.run(store.purge_expired(clock[0]))  # as the store's periodic purge does
+        with pytest.raises(ServiceError) as caught:
+            asyncio.run(verifier.verify(headers, BODY))
+        assert caught.value.code == "token.consumed"
+        clock[0] = issued + timedelta(minutes=61)  # no longer fresh: stale, not consumed
+        with pytest.raises(ServiceError) as caught:
+            asyncio.run(verifier.verify(headers, BODY))
+        assert caught.value.code == "google.stale"
+    finally:
+        verifier.close()
+        asyncio.run(store.close())

@@ -174,7 +174,12 @@ class InlineVerifier:
             reasons = ", ".join(result.reasons)
             raise _refused(code, f"Play Integrity verdict refused: {reasons}", status)
         token_id = _play_token_id(token)
-        if not await self.store.consume_token_id(token_id, now + self.play_replay_window, now):
+        # Remembered at least as long as the token could still pass the freshness check
+        # (issued up to the skew ahead of us, then good for max_age), whatever the window.
+        policy = self.google.policy
+        fresh_for = timedelta(seconds=policy.max_age_seconds + policy.clock_skew_seconds)
+        expires = now + max(self.play_replay_window, fresh_for)
+        if not await self.store.consume_token_id(token_id, expires, now):
             raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before", 409)
         return DeviceProof(
             "android",

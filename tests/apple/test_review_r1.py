@@ -120,3 +120,23 @@ def test_verifier_refuses_a_key_of_an_app_it_does_not_accept() -> None:
             app_id=app_id,
         )
         assert result.app_id == APP_ID
+
+
+@pytest.mark.parametrize("previous_counter", [-1, -(2**40)])
+def test_negative_previous_counter_is_a_caller_error(previous_counter: int) -> None:
+    # Used to let an assertion with counter 0 (below any counter a device sends) pass step 6.
+    with pytest.raises(ValueError, match="previous_counter"):
+        _verify(_signed_assertion(b"", counter=0), previous_counter=previous_counter)
+
+
+@pytest.mark.parametrize("previous_counter", [None, True, 1.0, "0"])
+def test_previous_counter_that_is_not_an_int_is_a_caller_error(previous_counter: object) -> None:
+    with pytest.raises(TypeError, match="previous_counter"):
+        _verify(_signed_assertion(b""), previous_counter=previous_counter)  # type: ignore[arg-type]
+
+
+def test_assertion_counter_equal_to_the_stored_one_is_refused() -> None:
+    with pytest.raises(AppleVerificationError) as caught:
+        _verify(_signed_assertion(b"", counter=7), previous_counter=7)
+    assert caught.value.reason == Reason.APPLE_COUNTER_INVALID
+    assert _verify(_signed_assertion(b"", counter=8), previous_counter=7).counter == 8  # type: ignore[attr-defined]

@@ -66,6 +66,12 @@ def check_assertion(
     app_ids: tuple[tuple[str, bytes], ...],
 ) -> VerifiedAssertion:
     """The assertion steps against precomputed ``(app id, RP ID hash)`` pairs."""
+    # The stored counter starts at the attestation's 0; below that (or not an integer) is a
+    # caller's bug that would let a counter-0 assertion through step 6.
+    if not isinstance(previous_counter, int) or isinstance(previous_counter, bool):
+        raise TypeError("previous_counter must be the stored counter (an int)")
+    if previous_counter < 0:
+        raise ValueError(f"previous_counter must be >= 0, found {previous_counter}")
     parsed = parse_assertion(assertion)
     auth_data = parsed.auth_data
     if isinstance(client_data, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,14 @@ from web_support import AUD, ISS, SUBJECT, TokenVerifyServer, World
 
 from appintegrity.errors import ConfigError
 from appintegrity.tokens import AppTokenVerifier, TokenError
-from appintegrity.web import Mode, Outcome, RoutePolicy, RouteTable, ServiceTokenConsumer
+from appintegrity.web import (
+    Mode,
+    Outcome,
+    RoutePolicy,
+    RouteTable,
+    ServiceTokenConsumer,
+    StoreTokenConsumer,
+)
 from appintegrity.web.config import policy_from_mapping, protector_from_mapping
 
 STRICT = RoutePolicy(refuse_debug=True)
@@ -152,3 +160,26 @@ def test_a_deeply_nested_token_header_is_refused_as_invalid_not_raised(world: Wo
         world.protector(Mode.MONITOR).check_async(token, RoutePolicy(), route="/buy")
     )
     assert watched.allowed and watched.claims is None and watched.outcome is Outcome.INVALID
+
+
+def test_store_consumer_remembers_a_used_token_through_the_expiry_leeway(world: World) -> None:
+    # Expired 10 s ago: the verifier still accepts it (leeway 30 s), so its jti must still be
+    # remembered after the store purges what expired.
+    protector = world.protector()
+    token = world.token(limited_use=True, age=610, ttl=600)
+    assert protector.check(token, POST_ONLY, route="/once").allowed
+    asyncio.run(world.store.purge_expired(datetime.now(UTC)))
+    again = protector.check(token, POST_ONLY, route="/once")
+    assert not again.allowed and again.outcome is Outcome.CONSUMED
+    assert again.error is not None
+    assert (again.error.status, again.error.code) == (409, "token.consumed")
+
+
+def test_a_store_consumer_forgetting_before_the_leeway_ends_is_refused_at_start_up(
+    world: World,
+) -> None:
+    world.consumer = StoreTokenConsumer(world.store, leeway_seconds=10)
+    with pytest.raises(ValueError, match="leeway"):
+        world.protector().validate(POST_ONLY)
+    world.consumer = StoreTokenConsumer(world.store, leeway_seconds=30)
+    world.protector().validate(POST_ONLY)

@@ -199,7 +199,11 @@ def create_app(
                 raise service_error(
                     Code.TOKEN_NOT_LIMITED_USE, "only limited-use tokens can be consumed"
                 )
-            expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
+            # Remembered as long as the token verifies (exp + leeway), not just until exp: a
+            # store that forgets at exp (purge, Redis TTL) would let it be used again.
+            expires_at = datetime.fromtimestamp(
+                claims.expires_at + service.config.tokens.leeway_seconds, UTC
+            )
             if not await service.store.consume_token_id(claims.jti, expires_at, service.clock()):
                 raise service_error(Code.TOKEN_CONSUMED, "this limited-use token was used")
         return JSONResponse({"valid": True, "claims": dict(claims.raw)})

@@ -105,15 +105,22 @@ class StoreTokenConsumer:
 
     From blocking code the store is driven on a private event loop thread, so use a store
     whose connections are not tied to another loop (SQLite is not), or one store per side.
+
+    A used id is remembered ``leeway_seconds`` past the token's ``exp``: the verifier accepts
+    a token that long after it expires, and a store forgets ids at the time it is given (a
+    purge, a Redis TTL). Keep it at least the verifier's leeway (30 s by default).
     """
 
-    def __init__(self, store: Store, *, timeout: float = 5.0) -> None:
+    def __init__(self, store: Store, *, timeout: float = 5.0, leeway_seconds: int = 300) -> None:
+        if leeway_seconds < 0:
+            raise ValueError("leeway_seconds must not be negative")
         self.store = store
         self.timeout = timeout
+        self.leeway_seconds = leeway_seconds
         self._background = BackgroundLoop("appintegrity-consumer")
 
     async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
-        expires_at = datetime.fromtimestamp(claims.expires_at, UTC)
+        expires_at = datetime.fromtimestamp(claims.expires_at + self.leeway_seconds, UTC)
         try:
             first = await self.store.consume_token_id(claims.jti, expires_at, datetime.now(UTC))
         except StoreUnavailableError as exc:

@@ -117,6 +117,18 @@ class Protector:
         """Fail at start-up, not per request, when a policy cannot be served."""
         if policy.require_limited_use and self.consumer is None:
             raise ValueError("a policy requires limited-use tokens but no consumer is set")
+        # A consumer that forgets a used id before the verifier stops accepting its token
+        # would let that token through twice.
+        remembered = getattr(self.consumer, "leeway_seconds", None)
+        if (
+            policy.require_limited_use
+            and remembered is not None
+            and remembered < self.verifier.leeway
+        ):
+            raise ValueError(
+                f"the consumer remembers used tokens {remembered} s past expiry, less than "
+                f"the verifier's leeway of {self.verifier.leeway} s"
+            )
 
     # The checks, split so the sync and async paths share everything but the I/O. ---------
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from inline_support import ANDROID_APP, BODY, Rig
 
 from appintegrity.encoding import b64_encode
@@ -132,3 +134,31 @@ def test_play_token_is_remembered_while_it_is_still_fresh(tmp_path: Path) -> Non
     finally:
         verifier.close()
         asyncio.run(store.close())
+
+
+_header_text = st.text(st.characters(max_codepoint=0xFF), max_size=120)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key_id=_header_text,
+    assertion=_header_text | st.binary(max_size=90).map(b64_encode),
+    token=_header_text,
+)
+def test_hostile_header_values_are_refused_with_a_service_error(
+    rig: Rig, key_id: str, assertion: str, token: str
+) -> None:
+    # Header values as an ASGI server hands them over (latin-1): nothing but ServiceError.
+    for headers in (
+        {KEY_ID_HEADER: key_id, ASSERTION_HEADER: assertion},
+        {KEY_ID_HEADER: rig.key_id, ASSERTION_HEADER: assertion},
+        {PLAY_INTEGRITY_HEADER: token},
+    ):
+        try:
+            _verify(rig, headers)
+        except ServiceError as error:
+            assert error.status in (401, 403, 409)
+        else:
+            raise AssertionError(f"accepted {headers!r}")

@@ -230,7 +230,11 @@ def create_app(
         if record.revoked_at is not None:
             raise service_error(Code.TOKEN_DEBUG_REFUSED, "this debug token was revoked")
         issued = service.issue_token(
-            app_id=body.appId, platform=app_config.platform, decision="allow", debug=True
+            app_id=body.appId,
+            platform=app_config.platform,
+            decision="allow",
+            debug=True,
+            binding=body.binding,
         )
         return JSONResponse(
             {

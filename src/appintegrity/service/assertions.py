@@ -81,6 +81,7 @@ async def assert_ios(
             limited_use=body.limitedUse,
             device=key_id,
             reasons=reasons,
+            binding=body.binding,
         )
     except AppIntegrityError as exc:
         _count_refusal(service, "ios", app_id, exc, started)
@@ -125,6 +126,7 @@ async def assert_android(
             decision=decision,
             limited_use=body.limitedUse,
             reasons=reasons,
+            binding=body.binding,
         )
     except AppIntegrityError as exc:
         _count_refusal(service, "android", app_id, exc, started)

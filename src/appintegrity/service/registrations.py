@@ -110,7 +110,11 @@ async def register(
         if not await service.store.add_key(record):
             raise service_error(Code.KEY_EXISTS, "this key is already registered")
         issued = service.issue_token(
-            app_id=attested.app_id, platform="ios", decision="allow", device=key_id
+            app_id=attested.app_id,
+            platform="ios",
+            decision="allow",
+            device=key_id,
+            binding=body.binding,
         )
     except AppIntegrityError as exc:
         service.metrics.verification(

@@ -16,6 +16,18 @@ TokenText = Annotated[StrictStr, Field(min_length=1, max_length=48_000)]
 ChallengeText = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 PayloadText = Annotated[StrictStr, Field(min_length=1, max_length=16_384)]
 AppIdText = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+# Token binding (Approov's `pay`): standard base64 of the SHA-256 of the request value the token
+# is bound to (e.g. the Authorization header). The app sends the hash, never the value itself.
+BindingHash = Annotated[
+    StrictStr,
+    Field(
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description=(
+            "binds the app token to a request value: base64 SHA-256 of it (e.g. of the"
+            " Authorization header); the API checks it (RoutePolicy.binding_header)"
+        ),
+    ),
+]
 # A Java int, as the Play Integrity library reports it (negative for every real error).
 ClientErrorCode = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
 
@@ -73,6 +85,7 @@ class RegistrationRequest(_Request):
     keyId: KeyIdText
     challenge: ChallengeText
     token: TokenText = Field(description="the attestation object, base64")
+    binding: BindingHash | None = None
 
 
 class ReceiptOutcome(_Wire):
@@ -99,6 +112,7 @@ class IosAssertionRequest(_Request):
     payload: PayloadText = Field(description="the exact UTF-8 text the assertion signs")
     token: TokenText = Field(description="the assertion object, base64")
     limitedUse: StrictBool = False
+    binding: BindingHash | None = None
 
 
 class AndroidAssertionRequest(_Request):
@@ -123,6 +137,7 @@ class AndroidAssertionRequest(_Request):
         None, description="package name; needed only when several Android apps are configured"
     )
     limitedUse: StrictBool = False
+    binding: BindingHash | None = None
 
     @model_validator(mode="after")
     def _token_or_error_code(self) -> AndroidAssertionRequest:
@@ -164,6 +179,7 @@ class TokenVerifyResponse(_Wire):
 class DebugExchangeRequest(_Request):
     appId: AppIdText
     debugToken: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    binding: BindingHash | None = None
 
 
 class DebugExchangeResponse(_Wire):

@@ -114,6 +114,7 @@ class IntegrityService:
         debug: bool = False,
         device: str | None = None,
         reasons: tuple[str, ...] = (),
+        binding: str | None = None,
     ) -> IssuedToken:
         return self.keys.issuer.issue(
             subject=app_id,
@@ -125,4 +126,5 @@ class IntegrityService:
             debug=debug,
             device=device,
             reasons=reasons,
+            binding=binding,
         )

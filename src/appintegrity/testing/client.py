@@ -36,6 +36,7 @@ from appintegrity.errors import AppIntegrityError
 from appintegrity.google.nonce import request_hash
 from appintegrity.testing.android import SoftwareAndroidDevice
 from appintegrity.testing.ios import Defect, SoftwareIPhone
+from appintegrity.tokens.binding import binding_for
 
 UNEXPECTED_RESPONSE = "client.unexpected_response"
 
@@ -245,6 +246,7 @@ class IntegrityClient:
         challenge: str | None = None,
         limited_use: bool = False,
         defect: Defect | str | None = None,
+        bind_to: str | None = None,
     ) -> dict[str, object]:
         """The body of an iOS ``POST /v1/assertions``.
 
@@ -254,14 +256,17 @@ class IntegrityClient:
         """
         text = self._payload_text(payload, challenge)
         assertion = phone.generate_assertion(key_id, text, defect=defect)
-        return {
-            "platform": "ios",
-            "format": "apple-app-attest",
-            "keyId": key_id,
-            "payload": text,
-            "token": b64_encode(assertion),
-            "limitedUse": limited_use,
-        }
+        return _bound(
+            {
+                "platform": "ios",
+                "format": "apple-app-attest",
+                "keyId": key_id,
+                "payload": text,
+                "token": b64_encode(assertion),
+                "limitedUse": limited_use,
+            },
+            bind_to,
+        )
 
     def assert_iphone(
         self,
@@ -270,9 +275,15 @@ class IntegrityClient:
         *,
         payload: Mapping[str, object] | None = None,
         limited_use: bool = False,
+        bind_to: str | None = None,
     ) -> AppToken:
-        """challenge → generateAssertion over the JSON payload → ``POST /v1/assertions``."""
-        body = self.ios_assertion_request(phone, key_id, payload=payload, limited_use=limited_use)
+        """challenge → generateAssertion over the JSON payload → ``POST /v1/assertions``.
+
+        ``bind_to`` binds the app token to a request value (e.g. the ``Authorization`` header
+        the app will send): the service receives only its hash (``binding``)."""
+        body = self.ios_assertion_request(
+            phone, key_id, payload=payload, limited_use=limited_use, bind_to=bind_to
+        )
         return _app_token(self.post_json(ASSERTIONS, body), ASSERTIONS, payload=body["payload"])
 
     # -- Android ----------------------------------------------------------------------------
@@ -287,6 +298,7 @@ class IntegrityClient:
         app_id: str | None = None,
         classic: bool = False,
         error_code: int | None = None,
+        bind_to: str | None = None,
         **verdict_overrides: object,
     ) -> dict[str, object]:
         """The body of an Android ``POST /v1/assertions``: a Play Integrity token whose
@@ -313,7 +325,7 @@ class IntegrityClient:
                 report["requestType"] = "classic"
             if app_id is not None:
                 report["appId"] = app_id
-            return report
+            return _bound(report, bind_to)
         binding = request_hash(text)
         # Standard requests bind requestHash; classic ones put the same value in the nonce.
         verdict = device.verdict_payload(
@@ -332,7 +344,7 @@ class IntegrityClient:
         }
         if app_id is not None:
             body["appId"] = app_id
-        return body
+        return _bound(body, bind_to)
 
     def assert_android(
         self,
@@ -342,6 +354,7 @@ class IntegrityClient:
         limited_use: bool = False,
         app_id: str | None = None,
         error_code: int | None = None,
+        bind_to: str | None = None,
         **verdict_overrides: object,
     ) -> AppToken:
         """challenge → a standard Play Integrity request bound to the payload →
@@ -360,15 +373,18 @@ class IntegrityClient:
             app_id=app_id,
             classic=False,
             error_code=error_code,
+            bind_to=bind_to,
             **verdict_overrides,
         )
         return _app_token(self.post_json(ASSERTIONS, body), ASSERTIONS, payload=body["payload"])
 
     # -- tokens -----------------------------------------------------------------------------
 
-    def exchange_debug_token(self, app_id: str, secret: str) -> AppToken:
+    def exchange_debug_token(
+        self, app_id: str, secret: str, *, bind_to: str | None = None
+    ) -> AppToken:
         """A debug secret (``appintegrity debug-token create``) for an app token marked debug."""
-        body = {"appId": app_id, "debugToken": secret}
+        body = _bound({"appId": app_id, "debugToken": secret}, bind_to)
         return _app_token(self.post_json(DEBUG_EXCHANGE, body), DEBUG_EXCHANGE)
 
     def verify_token(self, token: str | AppToken, consume: bool = False) -> dict[str, object]:
@@ -392,6 +408,13 @@ class IntegrityClient:
         # the same assertion can never be accepted twice.
         document = {**(payload or {}), "challenge": challenge or self.challenge("assertion")}
         return json.dumps(document)
+
+
+def _bound(body: dict[str, object], bind_to: str | None) -> dict[str, object]:
+    """Add the token binding: the hash of the bound value, never the value itself."""
+    if bind_to is not None:
+        body["binding"] = binding_for(bind_to)
+    return body
 
 
 def _text(answer: Mapping[str, object], name: str, path: str) -> str:

@@ -178,6 +178,9 @@ def credential_nonce(certificate: x509.Certificate) -> bytes | None:
     return der[octets_start:octets_end]
 
 
+MIN_CLIENT_DATA_HASH_BYTES = 16
+
+
 def client_data_hash_for(challenge: str | bytes | None, client_data_hash: bytes | None) -> bytes:
     """Apple step 2: clientDataHash = SHA-256(challenge), unless the app passed a hash itself."""
     if (challenge is None) == (client_data_hash is None):
@@ -185,6 +188,14 @@ def client_data_hash_for(challenge: str | bytes | None, client_data_hash: bytes 
     if client_data_hash is not None:
         if not isinstance(client_data_hash, bytes | bytearray):
             raise TypeError("client_data_hash must be bytes")
+        # A server's hash or random challenge is never this short. An empty (or near-empty)
+        # one would let a genuine attestation's trailing bytes pass for the clientDataHash
+        # (authData ‖ clientDataHash is what the nonce covers): refuse it as a caller error.
+        if len(client_data_hash) < MIN_CLIENT_DATA_HASH_BYTES:
+            raise ValueError(
+                f"client_data_hash must be at least {MIN_CLIENT_DATA_HASH_BYTES} bytes,"
+                f" found {len(client_data_hash)}"
+            )
         return bytes(client_data_hash)
     if isinstance(challenge, str):
         return hashlib.sha256(challenge.encode("utf-8")).digest()

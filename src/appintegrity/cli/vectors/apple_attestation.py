@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appintegrity.apple import AppAttestVerifier, Environment, load_public_key
+from appintegrity.apple.attestation import MIN_CLIENT_DATA_HASH_BYTES
 from appintegrity.apple.receipt import verify_receipt
 from appintegrity.cli.vectors import (
     VectorFormatError,
@@ -83,6 +84,10 @@ def _challenge(inputs: Mapping[str, object]) -> tuple[str | bytes | None, bytes 
         raw = b64decode_lenient(text)
     except EncodingError as exc:
         raise VectorFormatError(f"input.{name} is not base64 ({exc})") from exc
+    if name == "client_data_hash_b64" and len(raw) < MIN_CLIENT_DATA_HASH_BYTES:
+        raise VectorFormatError(
+            f"input.client_data_hash_b64 must be at least {MIN_CLIENT_DATA_HASH_BYTES} bytes"
+        )
     return (raw, None) if name == "challenge_b64" else (None, raw)
 
 

@@ -265,3 +265,27 @@ def test_the_wsgi_inline_middleware_refuses_them_too(rig: Rig) -> None:
             rig.verifier,
             {"/buy": RoutePolicy(require_token=False)},
         )
+
+
+def test_a_development_key_does_not_pass_a_production_verifier(rig: Rig) -> None:
+    key_id = rig.phone.generate_key()
+    now = datetime.now(UTC)
+    development = DeviceKey(
+        key_id=key_id,
+        app_id=IOS_APP,
+        platform="ios",
+        public_key=rig.phone.public_key(key_id),
+        counter=0,
+        environment="development",
+        receipt=None,
+        risk_metric=None,
+        created_at=now,
+        last_seen_at=now,
+    )
+    assert asyncio.run(rig.store.add_key(development))
+    assertion = rig.phone.generate_assertion(key_id, BODY)
+    headers = {KEY_ID_HEADER: key_id, ASSERTION_HEADER: b64_encode(assertion)}
+    response = rig.client().post("/buy", content=BODY, headers=headers)
+    assert (response.status_code, error_code(response)) == (401, "apple.environment_mismatch")
+    stored = asyncio.run(rig.store.get_key(key_id))
+    assert stored is not None and stored.counter == 0

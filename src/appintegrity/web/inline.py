@@ -148,6 +148,14 @@ class InlineVerifier:
             raise _refused(Code.KEY_UNKNOWN, "no registered App Attest key has this id")
         if key.revoked_at is not None:
             raise _refused(Code.KEY_REVOKED, "this App Attest key was revoked", 403)
+        # A development key (Xcode build) in a store shared with a development setup must not
+        # pass a production verifier, nor the other way round.
+        if key.environment != self.apple.environment.value:
+            raise _refused(
+                Reason.APPLE_ENVIRONMENT_MISMATCH,
+                f"this key was attested in {key.environment}, this API expects"
+                f" {self.apple.environment.value}",
+            )
         # Apple's assertion steps 1-6: signature over SHA-256(authData || SHA-256(body)),
         # rpIdHash, and a counter above the stored one.
         result = self.apple.verify_assertion(

@@ -64,6 +64,23 @@ def test_tampered_payload_is_refused_on_the_google_path_too(google_backed: Servi
     assert (response.status_code, error_of(response)) == (401, "google.request_hash_mismatch")
 
 
+def test_google_refusing_the_service_is_502_without_googles_words(google_backed: Service) -> None:
+    google: FakeGoogleServer = google_backed.google  # type: ignore[attr-defined]
+    google.fail_next(403)  # not retried: the service account may not decode for this app
+    response = google_backed.post("/v1/assertions", google_backed.android_body())
+    assert (response.status_code, error_of(response)) == (502, "google.api_permission_denied")
+    message = response.json()["error"]["message"]
+    assert message == "the service may not decode this app's tokens; try later"
+
+
+def test_google_unreachable_after_retries_is_503(google_backed: Service) -> None:
+    google: FakeGoogleServer = google_backed.google  # type: ignore[attr-defined]
+    google.fail_next(503, count=4)  # the first try and the decoder's three retries
+    response = google_backed.post("/v1/assertions", google_backed.android_body())
+    assert (response.status_code, error_of(response)) == (503, "google.api_unavailable")
+    assert "decodeIntegrityToken" not in response.json()["error"]["message"]
+
+
 def test_google_quota_exhaustion_is_429(google_backed: Service) -> None:
     google: FakeGoogleServer = google_backed.google  # type: ignore[attr-defined]
     google.fail_next(429, count=10)  # more than the decoder's retries; the last test here

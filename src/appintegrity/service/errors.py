@@ -72,6 +72,14 @@ _STATUS_BY_CODE: dict[str, int] = {
 }
 
 
+# Failures of the service's own set-up: the app gets a fixed message, the log the details.
+_OPERATOR_FAULTS: dict[str, str] = {
+    Reason.GOOGLE_API_UNAUTHORIZED: "the service's Google credentials were refused; try later",
+    Reason.GOOGLE_API_PERMISSION_DENIED: "the service may not decode this app's tokens; try later",
+    Reason.GOOGLE_API_UNAVAILABLE: "Google's Play Integrity API cannot be reached; try later",
+}
+
+
 def status_for(code: str) -> int:
     """The HTTP status for an error code (see the module docstring)."""
     status = _STATUS_BY_CODE.get(code)
@@ -164,6 +172,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_verification_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VerificationError)
+        if exc.reason in _OPERATOR_FAULTS:
+            # The service's own Google credentials or reach failed: the details (Google's and
+            # google-auth's words) are for the operator's log, not for the app.
+            log.warning("Google decode API failure %s: %s", exc.reason, exc.message)
+            return error_response(exc.reason, _OPERATOR_FAULTS[exc.reason])
         return error_response(exc.reason, exc.message)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

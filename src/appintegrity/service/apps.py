@@ -152,6 +152,12 @@ def _android_verifier(app: AndroidAppConfig) -> PlayIntegrityVerifier:
     mapping = dict(app.policy)
     mapping.setdefault("package_name", app.id)
     policy = PlayIntegrityPolicy.from_mapping(mapping)
+    if not policy.certificate_digests:
+        log.warning(
+            "app %s has no certificate_digests: a re-signed copy of the app passes the"
+            " signing-certificate check; list your signing certificate's SHA-256",
+            app.id,
+        )
     keys = None
     decoder = None
     if app.decryption_key is not None and app.verification_key is not None:

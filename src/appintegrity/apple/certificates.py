@@ -18,6 +18,7 @@ from importlib import resources
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -171,6 +172,9 @@ def check_signature(
         if public_key is None:
             public_key = issuer.public_key()
         algorithm = child.signature_hash_algorithm
+        # Apple signs with SHA-256 and SHA-384; nothing weaker is accepted in a chain.
+        if algorithm is not None and not isinstance(algorithm, _ACCEPTED_HASHES):
+            raise _invalid(f"{what} is signed with {algorithm.name}, which is not accepted")
         if isinstance(public_key, ec.EllipticCurvePublicKey) and algorithm is not None:
             public_key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(algorithm))
         elif isinstance(public_key, rsa.RSAPublicKey) and algorithm is not None:
@@ -183,6 +187,9 @@ def check_signature(
         raise _invalid(f"{what} has a signature that does not verify") from None
     except (UnsupportedAlgorithm, ValueError) as exc:
         raise _invalid(f"{what} has an unusable signature ({exc})") from exc
+
+
+_ACCEPTED_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 def parse_certificate(der: bytes, what: str) -> x509.Certificate:

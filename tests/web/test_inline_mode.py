@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from inline_support import CASES, MAX_BODY, ROUTES, Case, run_case
 from inline_support import Rig as SharedRig
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,21 +18,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import b64_encode
 from appintegrity.errors import ConfigError
-from appintegrity.google import PlayIntegrityPolicy, PlayIntegrityVerifier
-from appintegrity.google.nonce import request_hash
-from appintegrity.store import DeviceKey, open_store
-from appintegrity.testing.android import SoftwareAndroidDevice
-from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
-from appintegrity.web import Mode, RoutePolicy, WebMetrics
+from appintegrity.store import DeviceKey
+from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.inline import (
     ASSERTION_HEADER,
     KEY_ID_HEADER,
-    PLAY_INTEGRITY_HEADER,
     InlineMiddleware,
-    InlineVerifier,
 )
 
 IOS_APP = "TEAM123456.com.example.app"
@@ -41,37 +33,8 @@ ANDROID_APP = "com.example.app"
 BODY = b'{"item":"gold","quantity":1}'
 
 
-class Rig:
-    def __init__(self, tmp_path: Path) -> None:
-        self.store = open_store(f"sqlite:///{tmp_path / 'inline.db'}")
-        ca = AppAttestCA.generate()
-        self.phone = SoftwareIPhone(IOS_APP, ca=ca)
-        self.key_id = self.phone.generate_key()
-        now = datetime.now(UTC)
-        # What the service's registration would have stored for this key.
-        key = DeviceKey(
-            key_id=self.key_id,
-            app_id=IOS_APP,
-            platform="ios",
-            public_key=self.phone.public_key(self.key_id),
-            counter=0,
-            environment="production",
-            receipt=None,
-            risk_metric=None,
-            created_at=now,
-            last_seen_at=now,
-        )
-        assert asyncio.run(self.store.add_key(key))
-        self.android = SoftwareAndroidDevice(ANDROID_APP)
-        policy = PlayIntegrityPolicy(
-            package_name=ANDROID_APP, certificate_digests=(self.android.certificate_digest,)
-        )
-        self.verifier = InlineVerifier(
-            self.store,
-            apple=AppAttestVerifier(IOS_APP, trust_roots=ca.trust_roots),
-            google=PlayIntegrityVerifier(policy, keys=self.android.keys.as_keys()),
-        )
-        self.metrics = WebMetrics(CollectorRegistry())
+class Rig(SharedRig):
+    """The shared rig, served by a Starlette app behind the ASGI inline middleware."""
 
     def client(self, mode: Mode = Mode.ENFORCE) -> TestClient:
         async def handler(request: Request) -> JSONResponse:
@@ -100,22 +63,12 @@ class Rig:
         )
         return TestClient(app)
 
-    def assertion_headers(self, body: bytes = BODY) -> dict[str, str]:
-        assertion = self.phone.generate_assertion(self.key_id, body)
-        return {KEY_ID_HEADER: self.key_id, ASSERTION_HEADER: b64_encode(assertion)}
-
-    def play_headers(self, body: bytes = BODY, **overrides: object) -> dict[str, str]:
-        token = self.android.request_integrity_token(
-            request_hash=request_hash(body), now=datetime.now(UTC), **overrides
-        )
-        return {PLAY_INTEGRITY_HEADER: token}
-
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     r = Rig(tmp_path)
     yield r
-    asyncio.run(r.store.close())
+    r.close()
 
 
 def error_code(response: object) -> str:

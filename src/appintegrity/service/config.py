@@ -91,7 +91,6 @@ class ReceiptRefreshConfig(_Section):
     background: bool = True  # the service refreshes due receipts itself
     batch_size: int = Field(5, ge=1, le=1000)
     poll_seconds: float = Field(300.0, gt=0)
-    scan_limit: int = Field(10_000, ge=1)  # unused since the store finds due receipts
     timeout_seconds: float = Field(10.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
 

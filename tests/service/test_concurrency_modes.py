@@ -182,6 +182,23 @@ def test_verifications_per_key_over_the_limit_get_429(limited: Service) -> None:
         limited.clock.reset()
 
 
+def test_forged_assertions_do_not_spend_a_devices_per_key_allowance(limited: Service) -> None:
+    limited.clock.advance(seconds=7200)  # a fresh window for challenges and the key
+    try:
+        phone, key_id = limited.register()  # one verified request for this key
+        for _ in range(2):  # someone who knows the key id, without the device's key
+            forged = limited.post(
+                "/v1/assertions", limited.assertion_body(phone, key_id, defect="bad_signature")
+            )
+            assert (forged.status_code, error_of(forged)) == (401, "apple.signature_invalid")
+        genuine = limited.post("/v1/assertions", limited.assertion_body(phone, key_id))
+        assert genuine.status_code == 200, genuine.text  # the second verified request: allowed
+        over = limited.post("/v1/assertions", limited.assertion_body(phone, key_id))
+        assert (over.status_code, error_of(over)) == (429, "rate.limited")
+    finally:
+        limited.clock.reset()
+
+
 # -- store outage --------------------------------------------------------------------------------
 
 

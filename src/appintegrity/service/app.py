@@ -216,7 +216,7 @@ def create_app(
     )
     async def debug_exchange(request: Request, body: DebugExchangeRequest) -> Response:
         """Exchange a debug token (simulators, emulators, CI) for an app token marked debug."""
-        await service.limiter.verification(_client(request), None)
+        await service.limiter.verification(_client(request))
         app_config = service.config.app(body.appId)
         if app_config is None:
             raise service_error(Code.APP_UNKNOWN, f"the app {body.appId} is not configured")

@@ -44,7 +44,7 @@ async def assert_ios(
         key_id = canonical_key_id(body.keyId)
         assertion = decode_apple_object(body.token, "token (the assertion object)")
         challenge = challenge_in_payload(body.payload)
-        await service.limiter.verification(client, key_id)
+        await service.limiter.verification(client)
         await service.challenges.consume(challenge, purpose="assertion", key_id=key_id)
         key = await service.store.get_key(key_id)
         if key is None:
@@ -60,6 +60,7 @@ async def assert_ios(
             previous_counter=key.counter,
             app_id=key.app_id,
         )
+        await service.limiter.device_key(key_id)
         if not await service.store.advance_counter(key_id, verified.counter, service.clock()):
             raise AppleVerificationError(
                 Reason.APPLE_COUNTER_INVALID,
@@ -107,7 +108,7 @@ async def assert_android(
         app_id = app.config.id
         challenge = challenge_in_payload(body.payload)
         expected = request_hash(body.payload)
-        await service.limiter.verification(client, None)
+        await service.limiter.verification(client)
         await service.challenges.consume(challenge, purpose="assertion", key_id=None)
         if body.errorCode is not None:
             client_error = lookup_client_error(body.errorCode, body.requestType or "standard")

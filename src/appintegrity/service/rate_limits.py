@@ -34,7 +34,11 @@ class RateLimiter:
     async def challenge(self, client: str) -> None:
         await self._hit(f"challenge:ip:{client}", self.limits.challenges_per_minute_per_ip)
 
-    async def verification(self, client: str, key_id: str | None) -> None:
+    async def verification(self, client: str) -> None:
+        """Per client address, before any work: unverified floods stop here."""
         await self._hit(f"verify:ip:{client}", self.limits.verifications_per_minute_per_ip)
-        if key_id is not None:
-            await self._hit(f"verify:key:{key_id}", self.limits.verifications_per_minute_per_key)
+
+    async def device_key(self, key_id: str) -> None:
+        """Per App Attest key, counted once the device's signature has verified: a stranger
+        who merely knows a key id cannot spend that device's allowance."""
+        await self._hit(f"verify:key:{key_id}", self.limits.verifications_per_minute_per_key)

@@ -76,12 +76,13 @@ async def register(
     try:
         key_id = canonical_key_id(body.keyId)
         attestation = decode_apple_object(body.token, "token (the attestation object)")
-        await service.limiter.verification(client, key_id)
+        await service.limiter.verification(client)
         await service.challenges.consume(body.challenge, purpose="attestation", key_id=key_id)
         app = service.apps.ios_for_attestation(attestation)
         now = service.clock()
         attested = _verify(app.verifier, attestation, key_id, body.challenge, now)
         app_id = attested.app_id
+        await service.limiter.device_key(key_id)
         # The receipt is its own step beside Apple's verdict: it feeds fraud assessment.
         receipt = check_attestation_receipt(app, attested, now)
         service.metrics.receipt(

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from appintegrity.encoding import EncodingError, b64decode_lenient
 from appintegrity.errors import AppIntegrityError, StoreUnavailableError
 from appintegrity.store.base import SigningKeyRecord, Store
 from appintegrity.tokens import (
@@ -28,8 +27,8 @@ from appintegrity.tokens import (
     AppTokenVerifier,
     SigningKey,
     StaticJwks,
-    TokenError,
     TokenIssuer,
+    UnknownKeyError,
     build_jwks,
 )
 
@@ -154,14 +153,9 @@ class SigningKeys:
         """Verify an app token; a kid not loaded yet triggers one (rate-limited) store re-read."""
         try:
             return self.snapshot.verifier.verify(token)
-        except TokenError:
-            kid = _kid_of(token)
+        except UnknownKeyError:
             now = asyncio.get_running_loop().time()
-            if (
-                kid is None
-                or kid in self.snapshot.kids
-                or now - self._last_unknown_kid_refresh < UNKNOWN_KID_REFRESH_SECONDS
-            ):
+            if now - self._last_unknown_kid_refresh < UNKNOWN_KID_REFRESH_SECONDS:
                 raise
             self._last_unknown_kid_refresh = now
             await self.refresh()
@@ -236,14 +230,3 @@ class SigningKeys:
                     await self.refresh()
             except AppIntegrityError as exc:
                 log.warning("signing key refresh failed: %s", exc.code)
-
-
-def _kid_of(token: str) -> str | None:
-    """The ``kid`` of a compact JWS header, or None when it cannot be read."""
-    header, _, _ = token.partition(".")
-    try:
-        parsed = json.loads(b64decode_lenient(header))
-    except (EncodingError, ValueError, RecursionError):  # anybody's header: never a 500
-        return None
-    kid = parsed.get("kid") if isinstance(parsed, dict) else None
-    return kid if isinstance(kid, str) else None

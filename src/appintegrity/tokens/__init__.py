@@ -26,6 +26,7 @@ from appintegrity.tokens.verifier import (
     AppTokenVerifier,
     JwksUnavailableError,
     TokenError,
+    UnknownKeyError,
 )
 
 
@@ -49,6 +50,7 @@ __all__ = [
     "StaticJwks",
     "TokenError",
     "TokenIssuer",
+    "UnknownKeyError",
     "binding_for",
     "binding_matches",
     "build_jwks",

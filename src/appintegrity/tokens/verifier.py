@@ -47,6 +47,15 @@ class TokenError(ServiceError):
         super().__init__(code, message, status)
 
 
+class UnknownKeyError(TokenError):
+    """The token names a ``kid`` no published key has (401 ``token.invalid``); ``kid`` says
+    which, so a holder of the keys can reload them and try once more."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(Code.TOKEN_INVALID, f"token is signed by an unknown key (kid {kid!r})")
+        self.kid = kid
+
+
 class JwksUnavailableError(TokenError):
     """The JWKS could not be fetched and no cached key answers: fail closed with 503."""
 
@@ -269,7 +278,7 @@ class AppTokenVerifier:
     ) -> AppTokenClaims:
         kid, signing_input, signature, payload_b64 = parsed
         if key is None:
-            raise _invalid(f"token is signed by an unknown key (kid {kid!r})")
+            raise UnknownKeyError(kid)
         try:
             key.verify(signature, signing_input, _ECDSA_SHA256)
         except InvalidSignature:

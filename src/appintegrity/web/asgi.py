@@ -52,9 +52,7 @@ class AppIntegrityMiddleware:
     ) -> None:
         self.app = app
         self.protector = protector
-        self.routes = route_table(routes, default)
-        for policy in self.routes.policies():
-            protector.validate(policy)
+        self.routes = route_table(routes, default, protector.validate)
         self._header = protector.header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

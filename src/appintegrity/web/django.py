@@ -35,7 +35,7 @@ from appintegrity.web.inline import (
     InlineVerifier,
     proof_headers,
 )
-from appintegrity.web.policy import DEFAULT_POLICY, Mode, RoutePolicy, RouteTable
+from appintegrity.web.policy import DEFAULT_POLICY, Mode, RoutePolicy, RouteTable, route_table
 from appintegrity.web.protector import Protector, Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,9 +85,7 @@ def configured() -> tuple[AnyProtector, RouteTable]:
             protector = _inline_protector(given, options)
         else:
             protector = protector_from_mapping(options)
-        routes = routes_from_mapping(options.get("ROUTES"))
-        for policy in routes.policies():
-            protector.validate(policy)
+        routes = route_table(routes_from_mapping(options.get("ROUTES")), None, protector.validate)
         _configured = (options, protector, routes)
     return protector, routes
 

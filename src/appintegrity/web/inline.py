@@ -383,9 +383,7 @@ class InlineMiddleware:
         self.protector = InlineProtector(
             verifier, mode=mode, metrics=metrics, max_body_bytes=max_body_bytes
         )
-        self.routes = route_table(routes, default)
-        for policy in self.routes.policies():
-            self.protector.validate(policy)
+        self.routes = route_table(routes, default, self.protector.validate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

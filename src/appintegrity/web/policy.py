@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -97,10 +97,20 @@ class RouteTable:
         return [p for p in listed if p is not None]
 
 
-def route_table(routes: RouteSpec | RouteTable | None, default: RoutePolicy | None) -> RouteTable:
-    """Normalise the adapters' ``routes=`` argument; no routes means every path, default policy."""
+def route_table(
+    routes: RouteSpec | RouteTable | None,
+    default: RoutePolicy | None,
+    validate: Callable[[RoutePolicy], None],
+) -> RouteTable:
+    """Normalise the adapters' ``routes=`` argument (no routes means every path, default
+    policy) and check every policy with the protector's ``validate`` at start-up, so a route
+    the protector cannot honour fails when the app starts, not on a request."""
     if isinstance(routes, RouteTable):
-        return routes
-    if routes is None:
-        return RouteTable({}, default or DEFAULT_POLICY)
-    return RouteTable(routes, default)
+        table = routes
+    elif routes is None:
+        table = RouteTable({}, default or DEFAULT_POLICY)
+    else:
+        table = RouteTable(routes, default)
+    for policy in table.policies():
+        validate(policy)
+    return table

@@ -55,9 +55,7 @@ class AppIntegrityWSGIMiddleware:
     ) -> None:
         self.app = app
         self.protector = protector
-        self.routes = route_table(routes, default)
-        for policy in self.routes.policies():
-            protector.validate(policy)
+        self.routes = route_table(routes, default, protector.validate)
         self._token_key = environ_key(protector.header)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -141,9 +139,7 @@ class InlineWSGIMiddleware:
         self.protector = InlineProtector(
             verifier, mode=mode, metrics=metrics, max_body_bytes=max_body_bytes
         )
-        self.routes = route_table(routes, default)
-        for policy in self.routes.policies():
-            self.protector.validate(policy)
+        self.routes = route_table(routes, default, self.protector.validate)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         match = self.routes.match(

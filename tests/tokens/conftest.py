@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from jwks_http import JwksServer
+
+from appintegrity.testing.jwks import JwksServer
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from jwks_http import JwksServer
 
 from appintegrity.errors import Code, ConfigError
+from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import (
     TOKEN_UNVERIFIABLE,
     AppTokenVerifier,

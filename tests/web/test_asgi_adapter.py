@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, JwksServer, World, check_case
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 
+from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
 from appintegrity.web import Mode, Protector
 from appintegrity.web.asgi import AppIntegrityMiddleware

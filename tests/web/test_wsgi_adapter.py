@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, JwksServer, World, check_case
+from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 from werkzeug.test import Client
 
+from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
 from appintegrity.web import Mode, Protector
 from appintegrity.web.wsgi import AppIntegrityWSGIMiddleware

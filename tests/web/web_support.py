@@ -229,37 +229,6 @@ CASES = [
 ]
 
 
-class JwksServer:
-    """A JWKS endpoint on loopback; ``fail`` makes it answer 500."""
-
-    def __init__(self) -> None:
-        self.document: dict[str, object] = {"keys": []}
-        self.fail = False
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                body = json.dumps(outer.document).encode()
-                self.send_response(500 if outer.fail else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/.well-known/jwks.json"
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 class TokenVerifyServer:
     """The service's ``POST /v1/tokens/verify`` wire on loopback, over a real verifier.
 

@@ -9,6 +9,7 @@ import pytest
 
 from appintegrity.apple import AppAttestVerifier
 from appintegrity.cli.vectors import VectorFormatError, apple_attestation
+from appintegrity.errors import AppleVerificationError
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
 APP_ID = "ABCDE12345.com.example.app"
@@ -53,3 +54,22 @@ def test_a_vector_with_an_empty_client_data_hash_is_unusable() -> None:
     }
     with pytest.raises(VectorFormatError):
         apple_attestation.run(inputs, datetime.now(UTC))
+
+
+def test_an_alternative_client_data_hash_is_checked_in_the_same_pass() -> None:
+    ca = AppAttestCA.generate()
+    phone = SoftwareIPhone(APP_ID, ca=ca)
+    key_id = phone.generate_key()
+    raw = bytes(range(32))
+    attestation = phone.attest_key(key_id, client_data_hash=raw)  # the raw bytes, unhashed
+    verifier = AppAttestVerifier(APP_ID, trust_roots=[ca.root_certificate])
+    now = datetime.now(UTC)
+    attested = verifier.verify_attestation(
+        attestation, key_id=key_id, challenge=raw, also_client_data_hash=raw, now=now
+    )
+    assert attested.key_id_b64 == key_id
+    with pytest.raises(AppleVerificationError) as caught:
+        verifier.verify_attestation(
+            attestation, key_id=key_id, challenge=raw, also_client_data_hash=bytes(32), now=now
+        )
+    assert caught.value.reason == "apple.nonce_mismatch"

@@ -280,10 +280,18 @@ class AppAttestVerifier:
         key_id: str | bytes,
         challenge: str | bytes | None = None,
         client_data_hash: bytes | None = None,
+        also_client_data_hash: bytes | None = None,
         now: datetime,
     ) -> AttestedKey:
-        """Run Apple's attestation steps; return the attested key or raise with the reason."""
-        client_hash = client_data_hash_for(challenge, client_data_hash)
+        """Run Apple's attestation steps; return the attested key or raise with the reason.
+
+        ``also_client_data_hash``: a second clientDataHash the app may have used instead,
+        checked in the same pass (e.g. the challenge's own random bytes, which some apps —
+        Apple's samples among them — pass to ``attestKey`` unhashed).
+        """
+        client_hashes = [client_data_hash_for(challenge, client_data_hash)]
+        if also_client_data_hash is not None:
+            client_hashes.append(client_data_hash_for(None, also_client_data_hash))
         expected_key_id = _expected_key_id(key_id)
         parsed = parse_attestation_object(attestation)
         auth_data = parsed.auth_data
@@ -293,14 +301,19 @@ class AppAttestVerifier:
         self._chain.verify(parsed.x5c, now, leaf=leaf)
 
         # Steps 2–4: nonce = SHA-256(authData ‖ clientDataHash) must equal the certificate's.
-        expected_nonce = hashlib.sha256(auth_data.raw + client_hash).digest()
         certificate_nonce = credential_nonce(leaf)
         if certificate_nonce is None:
             raise AppleVerificationError(
                 Reason.APPLE_NONCE_MISMATCH,
                 "the credential certificate carries no nonce extension (1.2.840.113635.100.8.2)",
             )
-        if not hmac.compare_digest(certificate_nonce, expected_nonce):
+        matches = [
+            hmac.compare_digest(
+                certificate_nonce, hashlib.sha256(auth_data.raw + client_hash).digest()
+            )
+            for client_hash in client_hashes
+        ]
+        if not any(matches):
             raise AppleVerificationError(
                 Reason.APPLE_NONCE_MISMATCH,
                 "the certificate nonce is not SHA-256(authData ‖ clientDataHash): "
@@ -401,6 +414,7 @@ def verify_attestation(
     app_id: str | Sequence[str],
     challenge: str | bytes | None = None,
     client_data_hash: bytes | None = None,
+    also_client_data_hash: bytes | None = None,
     environment: Environment | str = Environment.PRODUCTION,
     trust_roots: Sequence[x509.Certificate] | None = None,
     now: datetime,
@@ -412,5 +426,6 @@ def verify_attestation(
         key_id=key_id,
         challenge=challenge,
         client_data_hash=client_data_hash,
+        also_client_data_hash=also_client_data_hash,
         now=now,
     )

@@ -44,28 +44,20 @@ def _verify(
     """Apple's steps with clientDataHash = SHA-256(challenge text), as the client SDKs do it.
 
     Some apps (Apple's own samples among them) pass the server's random bytes themselves as
-    the clientDataHash: when the nonce does not match, the challenge's 32 decoded bytes are
-    tried as the clientDataHash. Both are bound to the same one-time challenge.
+    the clientDataHash: the challenge's 32 decoded bytes are accepted in the same pass. Both
+    are bound to the same one-time challenge.
     """
     try:
-        return verifier.verify_attestation(
-            attestation, key_id=key_id, challenge=challenge.encode("utf-8"), now=now
-        )
-    except AppleVerificationError as exc:
-        if exc.reason != Reason.APPLE_NONCE_MISMATCH:
-            raise
-        try:
-            raw = b64decode_lenient(challenge)
-        except EncodingError:
-            raise exc from None
-        if len(raw) != 32:
-            raise
-        try:
-            return verifier.verify_attestation(
-                attestation, key_id=key_id, client_data_hash=raw, now=now
-            )
-        except AppleVerificationError:
-            raise exc from None
+        raw: bytes | None = b64decode_lenient(challenge)
+    except EncodingError:
+        raw = None
+    return verifier.verify_attestation(
+        attestation,
+        key_id=key_id,
+        challenge=challenge.encode("utf-8"),
+        also_client_data_hash=raw if raw is not None and len(raw) == 32 else None,
+        now=now,
+    )
 
 
 async def register(

@@ -44,7 +44,6 @@ log = logging.getLogger("appintegrity.service")
 class KeySnapshot:
     """One consistent view of the signing keys; swapped whole on refresh."""
 
-    kids: tuple[str, ...]
     issuers: dict[str, TokenIssuer]
     verifier: AppTokenVerifier
     jwks_json: bytes
@@ -192,7 +191,6 @@ class SigningKeys:
         self._loaded = keys
         jwks = build_jwks(keys.values())
         self._snapshot = KeySnapshot(
-            kids=tuple(keys),
             issuers={
                 kid: TokenIssuer(key, issuer=self.issuer_name, audience=self.audience)
                 for kid, key in keys.items()

@@ -37,6 +37,7 @@ class MutableClock:
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self._last_window = 0.0
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -48,6 +49,16 @@ class MutableClock:
 
     def reset(self) -> None:
         self.offset = timedelta()
+
+    def fresh_window(self, seconds: int = 60) -> None:
+        """Move to one second into a fixed rate-limit window that no earlier test has used, so
+        a burst cannot straddle a window edge (which would reset its count half-way)."""
+        with self._lock:
+            now = datetime.now(UTC).timestamp()
+            start = (now + self.offset.total_seconds()) // seconds * seconds + seconds
+            start = max(start, self._last_window + seconds)
+            self._last_window = start
+            self.offset = timedelta(seconds=start + 1 - now)
 
 
 @dataclass

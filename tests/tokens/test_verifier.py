@@ -276,6 +276,23 @@ def test_payload_that_is_not_an_object_is_refused(key: SigningKey) -> None:
         assert refused(make_verifier(key), token).code == Code.TOKEN_INVALID
 
 
+def _signed_body(key: SigningKey, body: bytes) -> str:
+    header = b64(json.dumps({"alg": "ES256", "kid": key.kid}).encode())
+    signing_input = f"{header}.{b64(body)}"
+    return f"{signing_input}.{b64(key.sign(signing_input.encode()))}"
+
+
+def test_payload_json_is_read_as_json_loads_reads_it(key: SigningKey) -> None:
+    """The fast JSON path must agree with json.loads: surrounding whitespace is JSON,
+    anything after the object is not."""
+    body = json.dumps(good_payload(), indent=1).encode()
+    for spaced in (b" \n" + body + b"\n ", body + b"\t"):
+        assert make_verifier(key).verify(_signed_body(key, spaced)).subject == "app"
+    for trailing in (body + b"{}", body + b" x", body + b"]"):
+        error = refused(make_verifier(key), _signed_body(key, trailing))
+        assert (error.code, error.message) == (Code.TOKEN_INVALID, "token payload is not JSON")
+
+
 def test_cache_is_bounded(key: SigningKey) -> None:
     verifier = make_verifier(key, cache_size=2)
     tokens = [issue(key) for _ in range(3)]

@@ -10,6 +10,8 @@ import base64
 import binascii
 import re
 
+import pybase64
+
 _B64_CHARS = re.compile(rb"\A[A-Za-z0-9+/_-]*={0,2}\Z")
 _HEX_CHARS = re.compile(r"\A[0-9a-fA-F]+\Z")
 
@@ -45,6 +47,36 @@ def b64decode_lenient(data: str | bytes) -> bytes:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise EncodingError(f"not base64: {exc}") from exc
+
+
+_JOSE_PADDING = (b"", b"", b"==", b"=")
+# base64url -> standard alphabet; the standard alphabet's own "+", "/" and "=" (not JOSE)
+# become "!", which binascii's strict mode refuses along with anything else outside it.
+_FROM_B64URL = bytes.maketrans(b"-_+/=", b"+/!!!")
+# Below this length binascii is faster (pybase64's call costs about 0.7 µs); above it,
+# pybase64's vectorised decoder wins, by 3x on a kilobyte.
+_PYBASE64_FROM = 320
+
+
+def b64url_decode_strict(segment: bytes) -> bytes:
+    """JOSE base64url (RFC 7515 §2): URL-safe alphabet only, no padding, no whitespace.
+
+    On the hot paths (every Play Integrity token, every first-seen app token), hence the
+    two decoders, each used where it is faster. Raises ``EncodingError``.
+    """
+    size = len(segment)
+    try:
+        if size % 4 == 1:
+            raise EncodingError("not base64url: impossible length")
+        if size < _PYBASE64_FROM:
+            data = segment.translate(_FROM_B64URL) + _JOSE_PADDING[size % 4]
+            return binascii.a2b_base64(data, strict_mode=True)
+        # pybase64 with altchars would also take "+" and "/"; JOSE allows neither, nor "=".
+        if b"=" in segment or b"+" in segment or b"/" in segment:
+            raise EncodingError("not base64url: padding or standard-alphabet characters")
+        return pybase64.b64decode(segment + _JOSE_PADDING[size % 4], b"-_", True)
+    except binascii.Error as exc:
+        raise EncodingError(f"not base64url: {exc}") from exc
 
 
 def b64url_encode(data: bytes) -> str:

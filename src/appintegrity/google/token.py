@@ -13,7 +13,6 @@ interoperability check against an independent implementation.
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
-from appintegrity.encoding import EncodingError, b64decode_lenient
+from appintegrity.encoding import EncodingError, b64decode_lenient, b64url_decode_strict
 from appintegrity.errors import ConfigError, GoogleVerificationError, Reason
 
 __all__ = ["MAX_TOKEN_LENGTH", "PlayIntegrityKeys", "decode_token_locally", "read_jwe_header"]
@@ -84,26 +83,28 @@ def _fail(reason: Reason, message: str) -> GoogleVerificationError:
     return GoogleVerificationError(reason, message)
 
 
-# base64url -> standard alphabet; characters of the standard alphabet and padding (not allowed in
-# JOSE) become "!", which binascii's strict mode refuses along with anything else outside it.
-_FROM_B64URL = bytes.maketrans(b"-_+/=", b"+/!!!")
-_PADDING = (b"", b"", b"==", b"=")
-
-
-def _b64url(segment: str, what: str) -> bytes:
-    """Strict JOSE base64url: URL-safe alphabet, no padding, no whitespace."""
+def _unb64(segment: bytes, what: str) -> bytes:
+    """Strict JOSE base64url of ASCII bytes: URL-safe alphabet, no padding, no whitespace."""
     try:
-        data = segment.encode("ascii").translate(_FROM_B64URL)
-        if len(data) % 4 == 1:
-            raise ValueError("impossible length")
-        return binascii.a2b_base64(data + _PADDING[len(data) % 4], strict_mode=True)
-    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        return b64url_decode_strict(segment)
+    except EncodingError as exc:
         raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not base64url") from exc
+
+
+_decode_json = json.JSONDecoder().raw_decode
 
 
 def _json_object(data: bytes, what: str) -> dict[str, object]:
     try:
-        value = json.loads(data)
+        text = data.decode("utf-8")
+        # json.loads without its two whitespace scans (Play's JSON has none around the
+        # object): raw_decode, and the general path whenever that is not the whole story.
+        try:
+            value, end = _decode_json(text)
+        except ValueError:
+            end = -1
+        if end != len(text):
+            value = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
         raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not JSON") from exc
     if not isinstance(value, dict):
@@ -111,12 +112,8 @@ def _json_object(data: bytes, what: str) -> dict[str, object]:
     return value
 
 
-def _split(token: str, parts: int, what: str) -> list[str]:
-    if not isinstance(token, str):
-        raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} must be text")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is longer than {MAX_TOKEN_LENGTH}")
-    segments = token.split(".")
+def _split(token: bytes, parts: int, what: str) -> list[bytes]:
+    segments = token.split(b".")
     if len(segments) != parts:
         raise _fail(
             Reason.GOOGLE_MALFORMED,
@@ -125,10 +122,23 @@ def _split(token: str, parts: int, what: str) -> list[str]:
     return segments
 
 
+def _token_bytes(token: str) -> bytes:
+    if not isinstance(token, str):
+        raise _fail(Reason.GOOGLE_MALFORMED, "the integrity token must be text")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _fail(
+            Reason.GOOGLE_MALFORMED, f"the integrity token is longer than {MAX_TOKEN_LENGTH}"
+        )
+    try:
+        return token.strip().encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise _fail(Reason.GOOGLE_MALFORMED, "the integrity token is not ASCII") from exc
+
+
 def read_jwe_header(token: str) -> dict[str, object]:
     """The JWE protected header of a token, unverified (for ``inspect`` without keys)."""
-    segments = _split(token.strip(), 5, "integrity token (compact JWE)")
-    return _json_object(_b64url(segments[0], "JWE header"), "JWE header")
+    segments = _split(_token_bytes(token), 5, "integrity token (compact JWE)")
+    return _json_object(_unb64(segments[0], "JWE header"), "JWE header")
 
 
 def _check_header(
@@ -149,15 +159,17 @@ def _check_header(
 # encoded form is remembered, so later tokens skip the base64 and JSON work. Only accepted headers
 # are kept, and only a few, so the cache can neither grow nor change a decision. Each is kept
 # for the layer that accepted it: a JWS header (alg ES256) is no JWE header, nor the reverse.
-_ACCEPTED_HEADERS: dict[tuple[str, str], bool] = {}
+_ACCEPTED_HEADERS: dict[tuple[str, bytes], bool] = {}
 _MAX_ACCEPTED_HEADERS = 32
 
 
-def _accept_header(header_b64: str, what: str, expected: Mapping[str, str], reason: Reason) -> None:
+def _accept_header(
+    header_b64: bytes, what: str, expected: Mapping[str, str], reason: Reason
+) -> None:
     cache_key = (what, header_b64)
     if cache_key in _ACCEPTED_HEADERS:
         return
-    _check_header(_json_object(_b64url(header_b64, what), what), expected, reason)
+    _check_header(_json_object(_unb64(header_b64, what), what), expected, reason)
     if len(_ACCEPTED_HEADERS) < _MAX_ACCEPTED_HEADERS:
         _ACCEPTED_HEADERS[cache_key] = True
 
@@ -169,10 +181,9 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
     JWS of a JSON object), ``google.decryption_failed`` (another ``alg``/``enc``, or the AES key
     unwrap or GCM tag fails) or ``google.signature_invalid`` (another ``alg``, or ES256 fails).
     """
-    if isinstance(token, str):
-        token = token.strip()
+    # Everything below works on ASCII bytes: one encode here instead of one per segment.
     header_b64, key_b64, iv_b64, ciphertext_b64, tag_b64 = _split(
-        token, 5, "integrity token (compact JWE)"
+        _token_bytes(token), 5, "integrity token (compact JWE)"
     )
     # Google step 1: decrypt the JWE (RFC 7516 §5.2) with the response decryption key.
     _accept_header(
@@ -181,10 +192,10 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
         {"alg": _JWE_ALG, "enc": _JWE_ENC},
         Reason.GOOGLE_DECRYPTION_FAILED,
     )
-    wrapped_key = _b64url(key_b64, "JWE encrypted key")
-    iv = _b64url(iv_b64, "JWE initialization vector")
-    ciphertext = _b64url(ciphertext_b64, "JWE ciphertext")
-    tag = _b64url(tag_b64, "JWE authentication tag")
+    wrapped_key = _unb64(key_b64, "JWE encrypted key")
+    iv = _unb64(iv_b64, "JWE initialization vector")
+    ciphertext = _unb64(ciphertext_b64, "JWE ciphertext")
+    tag = _unb64(tag_b64, "JWE authentication tag")
     if len(wrapped_key) != 40 or len(iv) != 12 or len(tag) != 16:
         raise _fail(
             Reason.GOOGLE_DECRYPTION_FAILED,
@@ -192,20 +203,19 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
         )
     try:
         content_key = aes_key_unwrap(keys.decryption_key, wrapped_key)
-        plaintext = AESGCM(content_key).decrypt(iv, ciphertext + tag, header_b64.encode("ascii"))
+        plaintext = AESGCM(content_key).decrypt(iv, ciphertext + tag, header_b64)
     except (InvalidUnwrap, InvalidTag) as exc:
         raise _fail(
             Reason.GOOGLE_DECRYPTION_FAILED, "the token does not decrypt with the decryption key"
         ) from exc
 
     # Google step 2: verify the nested JWS (RFC 7515 §5.2) with the response verification key.
-    try:
-        jws = plaintext.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise _fail(Reason.GOOGLE_MALFORMED, "the decrypted content is not a compact JWS") from exc
-    jws_header_b64, payload_b64, signature_b64 = _split(jws, 3, "decrypted content (compact JWS)")
+    # Its segments are checked as base64url below; bytes outside that alphabet fail there.
+    jws_header_b64, payload_b64, signature_b64 = _split(
+        plaintext, 3, "decrypted content (compact JWS)"
+    )
     _accept_header(jws_header_b64, "JWS header", {"alg": _JWS_ALG}, Reason.GOOGLE_SIGNATURE_INVALID)
-    signature = _b64url(signature_b64, "JWS signature")
+    signature = _unb64(signature_b64, "JWS signature")
     if len(signature) != 64:
         raise _fail(
             Reason.GOOGLE_SIGNATURE_INVALID,
@@ -214,13 +224,12 @@ def decode_token_locally(token: str, keys: PlayIntegrityKeys) -> dict[str, objec
     der_signature = encode_dss_signature(
         int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
     )
+    signing_input = plaintext[: len(jws_header_b64) + 1 + len(payload_b64)]
     try:
-        keys.verification_key.verify(
-            der_signature, f"{jws_header_b64}.{payload_b64}".encode("ascii"), _ES256
-        )
+        keys.verification_key.verify(der_signature, signing_input, _ES256)
     except InvalidSignature as exc:
         raise _fail(
             Reason.GOOGLE_SIGNATURE_INVALID,
             "the token's signature does not verify with the verification key",
         ) from exc
-    return _json_object(_b64url(payload_b64, "JWS payload"), "verdict payload")
+    return _json_object(_unb64(payload_b64, "JWS payload"), "verdict payload")

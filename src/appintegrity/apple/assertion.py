@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appintegrity.apple.authdata import (
+    FLAG_EXTENSION_DATA,
     AuthenticatorData,
     app_id_hashes,
     decode_cbor,
@@ -26,6 +27,7 @@ from appintegrity.apple.keys import load_public_key
 from appintegrity.errors import AppleVerificationError, Reason
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_PLAIN_AUTH_DATA_LENGTH = 37  # rpIdHash (32) ‖ flags (1) ‖ signCount (4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,8 @@ class VerifiedAssertion:
     extensions: Mapping[str, object] | None
 
 
-def parse_assertion(data: bytes | str) -> Assertion:
-    """Decode an assertion; every failure is ``AppleVerificationError(apple.malformed)``."""
+def _assertion_parts(data: bytes | str) -> tuple[bytes, bytes]:
+    """The CBOR assertion's ``(signature, authenticatorData)``, both still raw."""
     value = decode_cbor(object_bytes(data, "assertion"), "assertion")
     if not isinstance(value, dict):
         raise malformed("assertion is not a CBOR map")
@@ -54,6 +56,12 @@ def parse_assertion(data: bytes | str) -> Assertion:
     raw_auth_data = value.get("authenticatorData")
     if not isinstance(signature, bytes) or not isinstance(raw_auth_data, bytes):
         raise malformed("assertion needs byte strings 'signature' and 'authenticatorData'")
+    return signature, raw_auth_data
+
+
+def parse_assertion(data: bytes | str) -> Assertion:
+    """Decode an assertion; every failure is ``AppleVerificationError(apple.malformed)``."""
+    signature, raw_auth_data = _assertion_parts(data)
     return Assertion(signature, AuthenticatorData.parse(raw_auth_data, attested=False))
 
 
@@ -72,8 +80,17 @@ def check_assertion(
         raise TypeError("previous_counter must be the stored counter (an int)")
     if previous_counter < 0:
         raise ValueError(f"previous_counter must be >= 0, found {previous_counter}")
-    parsed = parse_assertion(assertion)
-    auth_data = parsed.auth_data
+    signature, raw_auth_data = _assertion_parts(assertion)
+    plain = len(raw_auth_data) == _PLAIN_AUTH_DATA_LENGTH
+    if plain and not raw_auth_data[32] & FLAG_EXTENSION_DATA:
+        # What nearly every assertion is: rpIdHash ‖ flags ‖ signCount and nothing else, read
+        # in place (AuthenticatorData.parse reads it the same way, building an object first).
+        rp_id_hash, extensions = raw_auth_data[:32], None
+        counter = int.from_bytes(raw_auth_data[33:37], "big")
+    else:
+        auth_data = AuthenticatorData.parse(raw_auth_data, attested=False)
+        rp_id_hash, counter = auth_data.rp_id_hash, auth_data.counter
+        extensions = auth_data.extensions
     if isinstance(client_data, str):
         client_data = client_data.encode("utf-8")
     elif not isinstance(client_data, bytes | bytearray | memoryview):
@@ -86,10 +103,10 @@ def check_assertion(
     )
 
     # Steps 1–3: clientDataHash, then nonce = SHA-256(authenticatorData ‖ clientDataHash).
-    nonce = hashlib.sha256(auth_data.raw + hashlib.sha256(client_data).digest()).digest()
+    nonce = hashlib.sha256(raw_auth_data + hashlib.sha256(client_data).digest()).digest()
     # Step 4: the signature over the nonce, with the key stored at attestation.
     try:
-        key.verify(parsed.signature, nonce, _ECDSA_SHA256)
+        key.verify(signature, nonce, _ECDSA_SHA256)
     except InvalidSignature:
         raise AppleVerificationError(
             Reason.APPLE_SIGNATURE_INVALID,
@@ -98,22 +115,22 @@ def check_assertion(
         ) from None
 
     # Step 5: RP ID hash = SHA-256(TEAMID.bundleId).
-    app_id = match_app_id(auth_data.rp_id_hash, app_ids)
+    app_id = match_app_id(rp_id_hash, app_ids)
     if app_id is None:
         raise AppleVerificationError(
             Reason.APPLE_APP_ID_MISMATCH,
-            f"the RP ID hash {auth_data.rp_id_hash.hex()} is not SHA-256 of any accepted app id "
+            f"the RP ID hash {rp_id_hash.hex()} is not SHA-256 of any accepted app id "
             f"({', '.join(name for name, _ in app_ids) or 'none: the key is for another app'})",
         )
 
     # Step 6: the counter must be strictly greater than the stored one (replay protection).
-    if auth_data.counter <= previous_counter:
+    if counter <= previous_counter:
         raise AppleVerificationError(
             Reason.APPLE_COUNTER_INVALID,
-            f"assertion counter {auth_data.counter} is not above the stored counter "
+            f"assertion counter {counter} is not above the stored counter "
             f"{previous_counter}: replayed or out-of-order assertion",
         )
-    return VerifiedAssertion(auth_data.counter, app_id, auth_data.extensions)
+    return VerifiedAssertion(counter, app_id, extensions)
 
 
 def verify_assertion(

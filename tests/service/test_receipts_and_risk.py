@@ -621,6 +621,49 @@ def test_background_refresh_reaches_the_oldest_receipts_of_an_app_with_many_keys
     assert refreshed.risk_metric == 1
 
 
+def test_two_instances_refreshing_together_ask_apple_once_per_receipt(
+    risky: Service, apple: Apple, tmp_path: Path
+) -> None:
+    """Two refreshers on one store (two instances) list the same due keys in the same poll;
+    each receipt is claimed by one of them, so Apple is asked once per key, not twice."""
+    phone = apple.iphone(risky.kit)
+    key_id, _ = register(risky, phone)
+    template = stored_key(risky, key_id)
+    now = apple.clock()
+    due = [
+        replace(
+            template,
+            key_id=f"due-{i}",
+            created_at=now - timedelta(days=40),
+            receipt_updated_at=now - timedelta(days=30, seconds=i),
+        )
+        for i in range(4)
+    ]
+
+    async def scenario() -> list[list[RefreshOutcome]]:
+        store = open_store(f"sqlite:///{tmp_path / 'two.db'}")
+        apps = Apps(risky.config)
+        try:
+            await store.migrate()
+            for key in due:
+                assert await store.add_key(key)
+            first, second = (
+                BackgroundReceiptRefresher(apps.ios(IOS_APP), store, apple.clock, Metrics())
+                for _ in range(2)
+            )
+            return list(await asyncio.gather(first.run_once(), second.run_once()))
+        finally:
+            await apps.aclose()
+            await store.close()
+
+    seen = len(apple.server.requests)
+    outcomes = asyncio.run(scenario())
+    refreshed = sorted(o.key_id for batch in outcomes for o in batch)
+    assert refreshed == [k.key_id for k in due]  # every key once, by one instance or the other
+    assert {o.status for batch in outcomes for o in batch} == {"updated"}
+    assert len(apple.server.requests) - seen == len(due)
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 

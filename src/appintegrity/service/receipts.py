@@ -195,6 +195,11 @@ async def refresh_key_receipt(
     return RefreshOutcome(key.key_id, key.app_id, "updated", parsed.risk_metric)
 
 
+# How long a refresher's claim on a key keeps other instances off it: far longer than one
+# refresh takes (Apple's answer, then marking the receipt checked, after which it is not due).
+CLAIM_SECONDS = 300
+
+
 class BackgroundReceiptRefresher:
     """Refreshes, for one app, the stored receipts older than ``interval_hours``, oldest first,
     at most ``batch_size`` every ``poll_seconds``.
@@ -206,9 +211,12 @@ class BackgroundReceiptRefresher:
     memory for an hour at most (fewer such keys than polls in that hour, so the extra rows read
     to skip them stay few).
 
-    Instances sharing a store each run their own refresher and may pick the same due keys in
-    the same moment: a receipt is then refreshed twice, which costs an Apple request and is
-    otherwise harmless (``mark_receipt_checked`` never replaces a newer receipt).
+    Instances sharing a store each run their own refresher and may list the same due keys in
+    the same moment. Before asking Apple, a refresher claims the key in the store (the
+    rate-limit counter, one hit per key per ``CLAIM_SECONDS`` window, atomic across instances),
+    and leaves a key another instance claimed to it. Only a claim straddling a window edge
+    can still let a receipt be refreshed twice, which costs one Apple request and is otherwise
+    harmless (``mark_receipt_checked`` never replaces a newer receipt).
     """
 
     def __init__(
@@ -229,6 +237,8 @@ class BackgroundReceiptRefresher:
         self.batch_size = refresh.batch_size
         self.poll_seconds = refresh.poll_seconds
         self._held_until: dict[str, datetime] = {}
+        # A claim must not outlast the interval, or a short interval would be skipped.
+        self.claim_seconds = max(1, min(CLAIM_SECONDS, int(self.interval.total_seconds())))
 
     async def run(self) -> None:
         """Poll forever (until cancelled); no failure ends the loop."""
@@ -251,6 +261,9 @@ class BackgroundReceiptRefresher:
         due = [key for key in keys if key.key_id not in self._held_until][: self.batch_size]
         outcomes = []
         for key in due:
+            claim = f"receipt-refresh:{key.app_id}:{key.key_id}"
+            if not (await self.store.hit_rate_limit(claim, 1, self.claim_seconds, now)).allowed:
+                continue  # another instance is refreshing this receipt
             outcome = await refresh_key_receipt(self.app, key, self.store, self.clock())
             outcomes.append(outcome)
             self.metrics.receipt(

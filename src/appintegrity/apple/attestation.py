@@ -32,6 +32,7 @@ from appintegrity.apple.authdata import (
     object_bytes,
 )
 from appintegrity.apple.certificates import (
+    CERTIFICATE_ERRORS,
     ChainVerifier,
     apple_app_attestation_root,
     parse_certificate,
@@ -160,7 +161,7 @@ def credential_nonce(certificate: x509.Certificate) -> bytes | None:
         extension = certificate.extensions.get_extension_for_oid(NONCE_EXTENSION_OID)
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:
+    except CERTIFICATE_ERRORS as exc:
         raise malformed(f"credential certificate extensions are undecodable ({exc})") from exc
     value = extension.value
     if not isinstance(value, x509.UnrecognizedExtension):

@@ -25,6 +25,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from appintegrity.errors import AppleVerificationError, Reason
 
+# What cryptography raises for a certificate it cannot decode, often only when a field is first
+# read: ValueError for most damage, UnsupportedAlgorithm for odd keys, and two exceptions of its
+# own (not ValueErrors) for a duplicated extension or a general name type it does not support.
+CERTIFICATE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
 APPLE_APP_ATTESTATION_ROOT_SHA256 = (
     "1cb9823ba28ba6ad2d33a006941de2ae4f513ef1d4e831b9f7e0fa7b6242c932"
 )
@@ -120,7 +130,7 @@ def check_validity(certificate: x509.Certificate, now: datetime, what: str) -> N
 def _check_no_unknown_critical(certificate: x509.Certificate, what: str) -> None:
     try:
         extensions = certificate.extensions
-    except ValueError as exc:
+    except CERTIFICATE_ERRORS as exc:
         raise _invalid(f"{what} has undecodable extensions ({exc})") from exc
     for extension in extensions:
         if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
@@ -135,7 +145,7 @@ def _check_issuer_is_ca(issuer: x509.Certificate, cas_below: int, what: str) -> 
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         raise _invalid(f"{what} has no basic constraints: it is not a CA") from None
-    except ValueError as exc:
+    except CERTIFICATE_ERRORS as exc:
         raise _invalid(f"{what} has undecodable extensions ({exc})") from exc
     if not constraints.ca:
         raise _invalid(f"{what} is not a CA (basic constraints ca=false)")
@@ -145,6 +155,8 @@ def _check_issuer_is_ca(issuer: x509.Certificate, cas_below: int, what: str) -> 
         usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
+    except CERTIFICATE_ERRORS as exc:
+        raise _invalid(f"{what} has undecodable extensions ({exc})") from exc
     if not usage.key_cert_sign:
         raise _invalid(f"{what} is not allowed to sign certificates (key usage)")
 
@@ -278,7 +290,7 @@ class ChainVerifier:
         """
         try:
             return self._verify(chain, now, leaf)
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except CERTIFICATE_ERRORS as exc:
             # cryptography decodes certificate fields lazily, on first access.
             raise AppleVerificationError(
                 Reason.APPLE_MALFORMED, f"a certificate of the x5c chain is undecodable ({exc})"

@@ -36,7 +36,7 @@ from cryptography.x509.verification import (
     VerificationError as ChainVerificationError,
 )
 
-from appintegrity.apple.certificates import LinkCacheStats, VerifiedLinks
+from appintegrity.apple.certificates import CERTIFICATE_ERRORS, LinkCacheStats, VerifiedLinks
 from appintegrity.encoding import EncodingError, b64decode_lenient
 from appintegrity.errors import AppleVerificationError, Reason
 
@@ -265,14 +265,23 @@ def assess_risk(receipt: Receipt, *, threshold: int, now: datetime | None = None
 # --- decoding -------------------------------------------------------------------------------
 
 
+# asn1crypto parses lazily and reports malformed input as the last four; cryptography its own.
+_CMS_ERRORS: tuple[type[Exception], ...] = (
+    *CERTIFICATE_ERRORS,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+)
+
+
 def _decode(data: bytes | str) -> _SignedReceipt:
     raw = _receipt_bytes(data)
     try:
         return _decode_cms(raw)
     except AppleVerificationError:
         raise
-    # asn1crypto parses lazily and reports malformed input as these; cryptography as ValueError.
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except _CMS_ERRORS as exc:
         raise _invalid(f"receipt is not a well-formed CMS SignedData structure: {exc}") from exc
 
 
@@ -576,7 +585,7 @@ def _verify_chain_in_full(
         raise _invalid(
             f"the receipt signer does not chain to a trusted root at {now.isoformat()}: {exc}"
         ) from None
-    except (UnsupportedAlgorithm, ValueError) as exc:
+    except CERTIFICATE_ERRORS as exc:
         raise _invalid(f"the receipt chain cannot be evaluated: {exc}") from None
     try:
         signer.extensions.get_extension_for_oid(RECEIPT_SIGNER_MARKER_OID)
@@ -585,6 +594,8 @@ def _verify_chain_in_full(
             f"the receipt signer {signer.subject.rfc4514_string()} is not an App Attest "
             f"receipt signer (no extension {RECEIPT_SIGNER_MARKER_OID.dotted_string})"
         ) from None
+    except CERTIFICATE_ERRORS as exc:
+        raise _invalid(f"the receipt signer's extensions are undecodable: {exc}") from None
     try:
         usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

@@ -37,6 +37,7 @@ from cryptography.x509.verification import (
 )
 
 from appintegrity.apple.certificates import CERTIFICATE_ERRORS, LinkCacheStats, VerifiedLinks
+from appintegrity.apple.keys import load_public_key
 from appintegrity.encoding import EncodingError, b64decode_lenient
 from appintegrity.errors import AppleVerificationError, Reason
 
@@ -605,33 +606,10 @@ def _verify_chain_in_full(
 
 
 def _expected_point(public_key: ec.EllipticCurvePublicKey | bytes | str) -> bytes:
-    """The 65-byte uncompressed point of the expected key, however the caller spelled it."""
-    key: ec.EllipticCurvePublicKey
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        key = public_key
-    else:
-        if isinstance(public_key, str):
-            text = public_key.strip()
-            if text.startswith("-----BEGIN"):
-                key = _ec_key(serialization.load_pem_public_key(text.encode("ascii")))
-                return _point(key)
-            try:
-                data = b64decode_lenient(text)
-            except EncodingError as exc:
-                raise ValueError(f"public_key is neither PEM nor base64: {exc}") from exc
-        else:
-            data = bytes(public_key)
-        if len(data) == 65 and data[0] == 4:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data)
-        else:
-            key = _ec_key(serialization.load_der_public_key(data))
-    return _point(key)
-
-
-def _ec_key(key: object) -> ec.EllipticCurvePublicKey:
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ValueError("public_key must be an EC public key")
-    return key
+    """The 65-byte uncompressed point of the expected key, however the caller spelled it; a
+    key that is not a P-256 key in any accepted spelling is ``apple.malformed``, as for
+    assertions."""
+    return _point(load_public_key(public_key))
 
 
 def _point(key: ec.EllipticCurvePublicKey) -> bytes:

@@ -248,3 +248,34 @@ def test_serve_init_sample_writes_the_sample_before_starting(tmp_path: Path) -> 
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_serve_with_several_workers_keeps_each_workers_info_log(kit: Kit, tmp_path: Path) -> None:
+    """Workers are new processes: each must set up logging, or the one line per verification
+    (INFO) would be lost. Each worker logs its signing keys at start-up; both lines appear."""
+    config = write_config(kit, tmp_path)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        command = [sys.executable, "-m", "appintegrity", "serve", "--config", str(config)]
+        command += ["--port", str(port), "--workers", "2"]
+        process = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while log.read_text().count("signing keys loaded") < 2:
+                assert time.monotonic() < deadline, log.read_text()
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.2)
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    lines = [line for line in log.read_text().splitlines() if "signing keys loaded" in line]
+    assert len(lines) == 2
+    assert all(" INFO appintegrity.service " in line for line in lines), lines

@@ -17,13 +17,23 @@ from appintegrity.service.app import create_app
 from appintegrity.service.config import ServiceConfig, load_config
 
 CONFIG_ENV = "APPINTEGRITY_CONFIG"
+LOG_LEVEL_ENV = "APPINTEGRITY_WORKER_LOG_LEVEL"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(log_level: str) -> None:
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format=LOG_FORMAT)
 
 
 def app_from_env() -> FastAPI:
-    """Factory for uvicorn workers: each process loads the config named by $APPINTEGRITY_CONFIG."""
+    """Factory for uvicorn workers: each process loads the config named by $APPINTEGRITY_CONFIG.
+
+    A worker is a new process: it sets up logging itself (at the parent's level), or the
+    service's INFO lines, one per verification, would be lost."""
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise RuntimeError(f"{CONFIG_ENV} is not set")
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
     return create_app(load_config(path))
 
 
@@ -50,15 +60,13 @@ def run(
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted. Several workers share the port; each loads the config file."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(log_level)
     options = uvicorn_options(config, log_level=log_level)
     if workers > 1:
         if config_path is None:
             raise ValueError("several workers need the config file path")
         os.environ[CONFIG_ENV] = str(config_path)
+        os.environ[LOG_LEVEL_ENV] = log_level
         uvicorn.run(
             "appintegrity.service.server:app_from_env",
             factory=True,

@@ -11,14 +11,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 
 from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
 from appintegrity.web import Mode, Protector
-from appintegrity.web.asgi import AppIntegrityMiddleware
+from appintegrity.web.asgi import AppIntegrityMiddleware, route_path
 
 
 async def handler(request: Request) -> JSONResponse:
@@ -132,3 +132,45 @@ def test_websocket_and_lifespan_scopes_pass_through(world: World) -> None:
 
     asyncio.run(middleware({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+def test_a_mounted_sub_app_matches_its_routes_without_the_mount_prefix(world: World) -> None:
+    # Starlette's Mount (as uvicorn --root-path) keeps the prefix in scope["path"] and puts it
+    # in scope["root_path"]: the routes to protect are the sub-app's own.
+    sub = Starlette(
+        routes=[Route("/plain", handler)],
+        middleware=[
+            Middleware(AppIntegrityMiddleware, protector=world.protector(), routes=POLICIES)
+        ],
+    )
+    client = TestClient(Starlette(routes=[Mount("/api", app=sub)]))
+    refused = client.get("/api/plain")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "token.missing")
+    allowed = client.get("/api/plain", headers={HEADER: world.token()})
+    assert (allowed.status_code, allowed.json()) == (200, {"sub": SUBJECT})
+    assert world.metrics.count(route="/plain", reason="missing", action="refused") == 1
+
+
+def test_a_fastapi_sub_application_is_protected_under_its_mount(world: World) -> None:
+    from fastapi import FastAPI
+
+    sub = FastAPI()
+    sub.add_middleware(AppIntegrityMiddleware, protector=world.protector(), routes=POLICIES)
+
+    @sub.post("/plain")
+    async def plain() -> dict[str, bool]:
+        return {"ran": True}
+
+    main = FastAPI()
+    main.mount("/v1", sub)
+    refused = TestClient(main).post("/v1/plain")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "token.missing")
+
+
+def test_route_path_removes_the_root_path_as_starlette_routes_on_it() -> None:
+    assert route_path({"path": "/api/plain", "root_path": "/api"}) == "/plain"
+    assert route_path({"path": "/plain", "root_path": "/api"}) == "/plain"
+    assert route_path({"path": "/apiplain", "root_path": "/api"}) == "/apiplain"
+    assert route_path({"path": "/api", "root_path": "/api"}) == "/"
+    assert route_path({"path": "/plain", "root_path": ""}) == "/plain"
+    assert route_path({"path": "/plain"}) == "/plain"

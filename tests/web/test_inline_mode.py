@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from appintegrity.encoding import b64_encode
@@ -242,3 +242,20 @@ def test_a_development_key_does_not_pass_a_production_verifier(rig: Rig) -> None
     assert (response.status_code, error_code(response)) == (401, "apple.environment_mismatch")
     stored = asyncio.run(rig.store.get_key(key_id))
     assert stored is not None and stored.counter == 0
+
+
+def test_inline_middleware_in_a_mounted_sub_app_checks_the_sub_apps_routes(rig: Rig) -> None:
+    async def handler(request: Request) -> JSONResponse:
+        return JSONResponse({"ran": True})
+
+    sub = Starlette(
+        routes=[Route("/buy", handler, methods=["POST"])],
+        middleware=[
+            Middleware(InlineMiddleware, verifier=rig.verifier, routes={"/buy": RoutePolicy()})
+        ],
+    )
+    client = TestClient(Starlette(routes=[Mount("/api", app=sub)]))
+    refused = client.post("/api/buy", content=BODY)
+    assert (refused.status_code, error_code(refused)) == (401, "token.missing")
+    allowed = client.post("/api/buy", content=BODY, headers=rig.assertion_headers())
+    assert (allowed.status_code, allowed.json()) == (200, {"ran": True})

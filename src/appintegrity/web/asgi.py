@@ -30,6 +30,23 @@ class Refusal(Protocol):
     def headers(self) -> list[tuple[str, str]]: ...
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``scope["path"]`` without the ``root_path`` prefix.
+
+    A server started with ``--root-path /api`` and Starlette's ``Mount("/api", ...)`` both keep
+    the prefix in ``path`` and name it in ``root_path``; the sub-app's routes (and so the
+    patterns that protect them) are what follows it. The same reading as Starlette's router.
+    """
+    path: str = scope["path"]
+    root: str | None = scope.get("root_path")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    if not rest:
+        return "/"
+    return rest if rest[0] == "/" else path
+
+
 async def send_refusal(send: Send, verdict: Refusal) -> None:
     """Answer with the verdict's JSON error; the app is never called."""
     body = verdict.body()
@@ -59,7 +76,7 @@ class AppIntegrityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        match = self.routes.match(scope["method"], scope["path"])
+        match = self.routes.match(scope["method"], route_path(scope))
         if match is None:
             await self.app(scope, receive, send)
             return

@@ -42,7 +42,15 @@ from appintegrity.errors import (
 from appintegrity.google import Decision, PlayIntegrityVerifier
 from appintegrity.google.nonce import request_hash
 from appintegrity.store.base import Store
-from appintegrity.web.asgi import ASGIApp, Message, Receive, Scope, Send, send_refusal
+from appintegrity.web.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    route_path,
+    send_refusal,
+)
 from appintegrity.web.background import BackgroundLoop
 from appintegrity.web.metrics import WebMetrics, default_metrics
 from appintegrity.web.policy import Mode, RoutePolicy, RouteSpec, RouteTable, route_table
@@ -389,7 +397,7 @@ class InlineMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        match = self.routes.match(scope["method"], scope["path"])
+        match = self.routes.match(scope["method"], route_path(scope))
         if match is None:
             await self.app(scope, receive, send)
             return

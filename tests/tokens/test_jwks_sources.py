@@ -191,3 +191,93 @@ def test_async_unreachable_is_unverifiable(jwks_server: JwksServer) -> None:
     verifier = AppTokenVerifier(HttpJwks(jwks_server.url), issuer=ISS, audience=AUD)
     with pytest.raises(JwksUnavailableError):
         asyncio.run(verifier.verify_async(token_for(SigningKey.generate())))
+
+
+def test_async_verify_refreshes_a_stale_http_jwks_and_a_withdrawn_key_stops_verifying(
+    jwks_server: JwksServer,
+) -> None:
+    compromised, fresh = SigningKey.generate(), SigningKey.generate()
+    jwks_server.document = build_jwks([compromised, fresh])
+    clock = Clock()
+    source = HttpJwks(jwks_server.url, cache_ttl=100, min_refresh_interval=1, clock=clock)
+    verifier = AppTokenVerifier(source, issuer=ISS, audience=AUD)
+    seen_before = token_for(compromised)
+    assert asyncio.run(verifier.verify_async(seen_before)).key_id == compromised.kid
+    jwks_server.document = build_jwks([fresh])  # the service withdraws the compromised key
+    clock.t += 101  # past cache_ttl: the next first-seen token refreshes the keys
+    with pytest.raises(TokenError) as info:
+        asyncio.run(verifier.verify_async(token_for(compromised)))
+    assert info.value.code == Code.TOKEN_INVALID
+    assert jwks_server.requests == 2
+    # The cached token of the withdrawn key fails too; the other key still verifies.
+    with pytest.raises(TokenError) as info:
+        asyncio.run(verifier.verify_async(seen_before))
+    assert info.value.code == Code.TOKEN_INVALID
+    assert asyncio.run(verifier.verify_async(token_for(fresh))).key_id == fresh.kid
+    assert jwks_server.requests == 2
+
+
+def test_async_verify_does_not_refetch_a_fresh_or_just_failed_jwks(
+    jwks_server: JwksServer,
+) -> None:
+    key = SigningKey.generate()
+    jwks_server.document = build_jwks([key])
+    clock = Clock()
+    source = HttpJwks(jwks_server.url, cache_ttl=100, min_refresh_interval=30, clock=clock)
+    verifier = AppTokenVerifier(source, issuer=ISS, audience=AUD, cache_size=0)
+
+    async def verify_many() -> None:
+        for _ in range(5):
+            assert (await verifier.verify_async(token_for(key))).key_id == key.kid
+
+    asyncio.run(verify_many())
+    assert jwks_server.requests == 1  # within cache_ttl: peeked, never refetched
+    jwks_server.fail = True
+    clock.t += 101
+    asyncio.run(verify_many())  # one failed refresh; the held key keeps answering
+    assert jwks_server.requests == 2
+    clock.t += 29
+    asyncio.run(verify_many())
+    assert jwks_server.requests == 2  # within min_refresh_interval of the failed attempt
+    clock.t += 1
+    asyncio.run(verify_many())
+    assert jwks_server.requests == 3
+
+
+def test_async_verify_rereads_a_changed_jwks_file_after_the_reload_interval(
+    tmp_path: Path,
+) -> None:
+    withdrawn, kept = SigningKey.generate(), SigningKey.generate()
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(build_jwks([withdrawn, kept])))
+    clock = Clock()
+    source = JwksFile(path, reload_interval=60, clock=clock)
+    verifier = AppTokenVerifier(source, issuer=ISS, audience=AUD)
+    seen_before = token_for(withdrawn)
+    assert asyncio.run(verifier.verify_async(seen_before)).key_id == withdrawn.kid
+    path.write_text(json.dumps(build_jwks([kept])))
+    clock.t += 59
+    assert asyncio.run(verifier.verify_async(token_for(withdrawn))).key_id == withdrawn.kid
+    clock.t += 1
+    with pytest.raises(TokenError) as info:
+        asyncio.run(verifier.verify_async(token_for(withdrawn)))
+    assert info.value.code == Code.TOKEN_INVALID
+    with pytest.raises(TokenError):
+        asyncio.run(verifier.verify_async(seen_before))
+    assert asyncio.run(verifier.verify_async(token_for(kept))).key_id == kept.kid
+
+
+def test_staleness_is_a_cheap_question_each_source_answers(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    assert StaticJwks(build_jwks([key])).stale() is False
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(build_jwks([key])))
+    clock = Clock()
+    source = JwksFile(path, reload_interval=60, clock=clock)
+    assert source.stale() is False
+    clock.t += 60
+    assert source.stale() is True
+    assert source.get_key(key.kid) is not None
+    assert source.stale() is False
+    never_fetched = HttpJwks("http://127.0.0.1:9/jwks.json", clock=clock)
+    assert never_fetched.stale() is False  # nothing held: every kid misses and fetches

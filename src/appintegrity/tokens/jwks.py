@@ -1,7 +1,8 @@
 """Where a verifier finds app-token public keys: a JWKS held in memory, a file, or a URL.
 
-Every source answers ``peek`` (no I/O, for cached tokens), ``get_key`` (may block on a
-refresh) and ``get_key_async`` (refreshes without blocking the event loop). A source keeps
+Every source answers ``peek`` (no I/O, for cached tokens), ``stale`` (no I/O: are the held
+keys due for a refresh?), ``get_key`` (may block on a refresh) and ``get_key_async``
+(refreshes without blocking the event loop). A source keeps
 the same key object for a ``kid`` across refreshes while the key is unchanged, so a
 verifier can tell cheaply that a cached token's key is still published.
 """
@@ -41,6 +42,11 @@ class JwksSource(Protocol):
 
     def peek(self, kid: str) -> PublicKey | None:
         """The key currently held for ``kid``; never does I/O."""
+        ...
+
+    def stale(self) -> bool:
+        """True when the held keys are due for a refresh that ``get_key`` would make even
+        for a known ``kid`` (a cache past its lifetime); never does I/O."""
         ...
 
     def get_key(self, kid: str) -> PublicKey | None:
@@ -123,6 +129,9 @@ class StaticJwks:
     def peek(self, kid: str) -> PublicKey | None:
         return self._keys.get(kid)
 
+    def stale(self) -> bool:
+        return False
+
     def get_key(self, kid: str) -> PublicKey | None:
         return self._keys.get(kid)
 
@@ -156,9 +165,12 @@ class JwksFile:
     def peek(self, kid: str) -> PublicKey | None:
         return self._keys.get(kid)
 
+    def stale(self) -> bool:
+        return self._clock() - self._checked_at >= self.reload_interval
+
     def get_key(self, kid: str) -> PublicKey | None:
         key = self._keys.get(kid)
-        if key is None or self._clock() - self._checked_at >= self.reload_interval:
+        if key is None or self.stale():
             self._reload_if_changed()
             key = self._keys.get(kid)
         return key
@@ -221,13 +233,21 @@ class HttpJwks:
     def peek(self, kid: str) -> PublicKey | None:
         return self._keys.get(kid)
 
-    def _wants_refresh(self, kid: str) -> bool:
+    def stale(self) -> bool:
+        fetched = self._fetched_at
+        if fetched is None:
+            return False  # nothing held: every kid misses ``peek`` and fetches anyway
         now = self._clock()
-        if self._attempted_at is not None and now - self._attempted_at < self.min_refresh_interval:
+        if now - fetched < self.cache_ttl:
             return False
+        attempted = self._attempted_at
+        return attempted is None or now - attempted >= self.min_refresh_interval
+
+    def _wants_refresh(self, kid: str) -> bool:
         if self._fetched_at is None or kid not in self._keys:
-            return True
-        return now - self._fetched_at >= self.cache_ttl
+            attempted = self._attempted_at
+            return attempted is None or self._clock() - attempted >= self.min_refresh_interval
+        return self.stale()
 
     def _answer(self, kid: str) -> PublicKey | None:
         key = self._keys.get(kid)

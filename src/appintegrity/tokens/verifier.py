@@ -245,14 +245,17 @@ class AppTokenVerifier:
         return self._check(token, parsed, key, now)
 
     async def verify_async(self, token: str) -> AppTokenClaims:
-        """As ``verify``; a JWKS refresh for an unknown ``kid`` is awaited, not blocking."""
+        """As ``verify``; a JWKS refresh (unknown ``kid``, or keys past their lifetime) is
+        awaited, not blocking."""
         now = self._clock()
         cached = self._cached(token, now)
         if cached is not None:
             return cached
         parsed = self._parse(token)
+        # Peek first so a first-seen token costs no await; but keys past their lifetime are
+        # refreshed as ``verify`` would, or a withdrawn key would keep verifying forever.
         key = self.jwks.peek(parsed[0])
-        if key is None:
+        if key is None or self.jwks.stale():
             key = await self.jwks.get_key_async(parsed[0])
         return self._check(token, parsed, key, now)
 

@@ -17,7 +17,7 @@ from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_cas
 
 from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
-from appintegrity.web import Mode, Protector
+from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.asgi import AppIntegrityMiddleware, route_path
 
 
@@ -174,3 +174,28 @@ def test_route_path_removes_the_root_path_as_starlette_routes_on_it() -> None:
     assert route_path({"path": "/api", "root_path": "/api"}) == "/"
     assert route_path({"path": "/plain", "root_path": ""}) == "/plain"
     assert route_path({"path": "/plain"}) == "/plain"
+
+
+def test_head_is_checked_by_the_get_pattern_that_serves_it(world: World) -> None:
+    ran: list[str] = []
+
+    async def premium(request: Request) -> JSONResponse:
+        ran.append(request.method)
+        return JSONResponse({"premium": True}, headers={"x-balance": "1234"})
+
+    app = Starlette(
+        routes=[Route("/premium", premium, methods=["GET"])],
+        middleware=[
+            Middleware(
+                AppIntegrityMiddleware,
+                protector=world.protector(),
+                routes={"GET /premium": RoutePolicy()},
+            )
+        ],
+    )
+    client = TestClient(app)
+    refused = client.head("/premium")
+    assert refused.status_code == 401 and "x-balance" not in refused.headers
+    assert client.head("/premium", headers={HEADER: world.token()}).status_code == 200
+    assert ran == ["HEAD"]
+    assert world.metrics.count(route="GET /premium", reason="missing", action="refused") == 1

@@ -53,6 +53,26 @@ def test_route_table_prefers_the_most_specific_pattern() -> None:
         RouteTable({"purchases": STRICT})
 
 
+def test_a_get_pattern_covers_head_requests_unless_a_head_pattern_names_the_path() -> None:
+    # Frameworks answer HEAD with the GET handler: the handler runs, its headers go out.
+    table = RouteTable(
+        {
+            "GET /premium": STRICT,
+            "GET /videos/*": LOOSE,
+            "GET /status": STRICT,
+            "HEAD /status": None,
+            "GET /feed": STRICT,
+            "HEAD /feed": LOOSE,
+        }
+    )
+    assert table.match("HEAD", "/premium") == ("GET /premium", STRICT)
+    assert table.match("HEAD", "/videos/1") == ("GET /videos/*", LOOSE)
+    assert table.match("HEAD", "/status") is None
+    assert table.match("HEAD", "/feed") == ("HEAD /feed", LOOSE)
+    assert table.match("POST", "/premium") is None
+    assert table.match("OPTIONS", "/premium") is None
+
+
 def test_policy_from_mapping() -> None:
     assert policy_from_mapping({"ACCEPT_LIMIT": True, "mode": "monitor"}) == RoutePolicy(
         accept_limit=True, mode=Mode.MONITOR

@@ -25,6 +25,7 @@ if not settings.configured:
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
+from django.views import View
 from web_support import (
     AUD,
     CASES,
@@ -59,6 +60,13 @@ async def limit_ok_view(request: HttpRequest) -> HttpResponse:
     return view(request)
 
 
+class Premium(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        response = view(request)
+        response["X-Balance"] = "1234"
+        return response
+
+
 # /nodebug and /limit-ok are protected by their decorators; the rest by ROUTES.
 urlpatterns = [
     path("plain", view),
@@ -68,6 +76,7 @@ urlpatterns = [
     path("bound", view),
     path("optional", view),
     path("open", view),
+    path("premium", Premium.as_view()),
 ]
 ROUTES = {p: policy for p, policy in POLICIES.items() if p not in ("/nodebug", "/limit-ok")}
 
@@ -133,3 +142,13 @@ def test_settings_driven_configuration(world: World, tmp_path: Path) -> None:
         assert debug.json()["error"]["code"] == "token.debug_refused"
         assert client.get("/plain", headers={HEADER: world.token()}).status_code == 401
         assert client.get("/open").status_code == 200
+
+
+def test_head_is_checked_by_the_get_pattern_that_serves_it(world: World) -> None:
+    options = {"PROTECTOR": world.protector(), "ROUTES": {"GET /premium": RoutePolicy()}}
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=MIDDLEWARE, APP_INTEGRITY=options):
+        client = Client()
+        refused = client.head("/premium")
+        assert refused.status_code == 401 and "X-Balance" not in refused
+        allowed = client.head("/premium", headers={HEADER: world.token()})
+        assert allowed.status_code == 200 and allowed["X-Balance"] == "1234"

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask, request
 from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 from werkzeug.test import Client
 
 from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
-from appintegrity.web import Mode, Protector
+from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.wsgi import AppIntegrityWSGIMiddleware
 
 
@@ -70,3 +71,21 @@ def test_unknown_kid_refreshes_the_jwks_over_http(tmp_path: Path) -> None:
         world.close()
     finally:
         server.close()
+
+
+def test_head_is_checked_by_the_get_pattern_under_flask(world: World) -> None:
+    app = Flask(__name__)
+    ran: list[str] = []
+
+    @app.get("/premium")
+    def premium() -> dict[str, bool]:
+        ran.append(request.method)
+        return {"premium": True}
+
+    app.wsgi_app = AppIntegrityWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, world.protector(), routes={"GET /premium": RoutePolicy()}
+    )
+    client = app.test_client()
+    assert client.head("/premium").status_code == 401
+    assert client.head("/premium", headers={HEADER: world.token()}).status_code == 200
+    assert ran == ["HEAD"]

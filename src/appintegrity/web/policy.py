@@ -49,14 +49,23 @@ class RouteTable:
     prefix before shorter, a method-specific pattern before one for any method. A pattern
     mapped to ``None`` leaves its routes unprotected (``/premium/preview``). The pattern is
     the route's label in metrics, so path parameters never explode their cardinality.
+
+    A ``GET`` pattern covers ``HEAD`` too (every framework answers HEAD with the GET handler,
+    so the handler runs and its headers go out), unless a ``HEAD`` pattern names the same path.
     """
 
     def __init__(self, routes: RouteSpec, default: RoutePolicy | None = None) -> None:
         self._exact: dict[tuple[str, str], tuple[str, RoutePolicy | None]] = {}
         prefixes: list[tuple[int, int, str, str, str, RoutePolicy | None]] = []
         items = routes.items() if isinstance(routes, Mapping) else routes
-        for pattern, policy in items:
-            method, path = self._split(pattern)
+        entries = [(*self._split(pattern), pattern, policy) for pattern, policy in items]
+        named_for_head = {path for method, path, _, _ in entries if method == "HEAD"}
+        entries += [
+            ("HEAD", path, pattern, policy)
+            for method, path, pattern, policy in entries
+            if method == "GET" and path not in named_for_head
+        ]
+        for method, path, pattern, policy in entries:
             if path.endswith("/*"):
                 base = path[:-2]
                 prefixes.append((len(base), method != "*", method, base, pattern, policy))

@@ -122,6 +122,37 @@ def test_unknown_challenge_is_challenge_unknown(service: Service) -> None:
     assert (response.status_code, error_of(response)) == (404, "challenge.unknown")
 
 
+@pytest.mark.parametrize("challenge", ["\ud800", "nul\u0000in-the-challenge-value", "é" * 43, "x"])
+def test_challenge_that_cannot_have_been_issued_is_unknown_before_the_store(
+    service: Service, challenge: str
+) -> None:
+    """A lone surrogate or a NUL is not even storable text: refused as challenge.unknown
+    (never a 500), in a registration and inside either platform's assertion payload."""
+    phone = service.kit.iphone()
+    registration = service.registration_body(phone, challenge="placeholder")
+    registration["challenge"] = challenge
+    ios_phone, key_id = service.register()
+    payload = json.dumps({"challenge": challenge})
+    ios = service.assertion_body(ios_phone, key_id, payload=payload)
+    android = service.android_body()
+    android["payload"] = payload
+    for path, body in (
+        ("/v1/registrations", registration),
+        ("/v1/assertions", ios),
+        ("/v1/assertions", android),
+    ):
+        # json.dumps escapes a lone surrogate as \ud800, as a JavaScript client would send it.
+        response = service.client.post(
+            path, content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        found = (response.status_code, error_of(response))
+        # The JSON body itself cannot carry a lone surrogate as text: pydantic refuses it.
+        if path == "/v1/registrations" and challenge == "\ud800":
+            assert found == (400, "request.invalid")
+        else:
+            assert found == (404, "challenge.unknown"), path
+
+
 def test_expired_challenge_is_challenge_expired(service: Service) -> None:
     phone = service.kit.iphone()
     challenge = service.challenge("attestation")

@@ -7,6 +7,7 @@ is single use even when that verification fails: an attacker gets one try per ch
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,6 +19,10 @@ from appintegrity.store.base import ChallengeOutcome, ChallengeRecord, Store
 
 CHALLENGE_BYTES = 32  # 256 bits from the OS CSPRNG; the issue asks for at least 128
 ANY_PURPOSE = "any"
+# What this service issues is 43 base64url characters; anything outside the alphabet or far
+# from that length was not issued here, and is refused before it reaches the store (a lone
+# surrogate or a NUL is not even storable text).
+_LOOKS_ISSUED = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 def new_challenge_value() -> str:
@@ -71,6 +76,8 @@ class Challenges:
 
         The challenge is used up even when the purpose or key binding then disagrees.
         """
+        if _LOOKS_ISSUED.fullmatch(value) is None:
+            raise service_error(Code.CHALLENGE_UNKNOWN, "this challenge was not issued here")
         result = await self.store.consume_challenge(value, self.clock())
         if result.outcome is ChallengeOutcome.UNKNOWN:
             raise service_error(Code.CHALLENGE_UNKNOWN, "this challenge was not issued here")

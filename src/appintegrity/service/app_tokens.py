@@ -77,13 +77,17 @@ async def new_signing_key(store: Store, now: datetime) -> SigningKeyRecord:
 
 
 async def rotate_signing_key(store: Store, now: datetime) -> SigningKeyRecord:
-    """Make a new key the signer and retire the others (they keep verifying).
+    """Make a new key the signer and retire the older ones (they keep verifying).
 
-    The new key is added before the old ones retire, so there is always an active key.
+    The new key is added before the old ones retire, so there is always an active key. Only
+    keys older than the new one (by creation time, then kid) are retired: two rotations at
+    once (two instances, or the CLI beside the service) would otherwise retire each other's
+    new key and leave none active; this way the newest of them stays.
     """
     record = await new_signing_key(store, now)
+    mine = (record.created_at, record.kid)
     for existing in await store.list_signing_keys():
-        if existing.kid != record.kid and existing.retired_at is None:
+        if existing.retired_at is None and (existing.created_at, existing.kid) < mine:
             await store.retire_signing_key(existing.kid, now)
     return record
 

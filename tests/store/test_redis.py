@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
-from appintegrity.errors import ConfigError
+from appintegrity.errors import ConfigError, StoreUnavailableError
 from appintegrity.store import ChallengeRecord, open_store
 from appintegrity.store.base import to_micros
 from appintegrity.store.redis import CHALLENGE_RETENTION, LAYOUT_VERSION, RedisStore
@@ -89,3 +91,60 @@ async def test_layout_1_data_joins_the_receipt_refresh_index(
     finally:
         client.close()
         await store.close()
+
+
+async def test_a_burst_beyond_the_connection_limit_queues_instead_of_failing(
+    redis_isolated: str,
+) -> None:
+    """More commands in flight than pooled connections wait for one (up to the socket timeout)
+    rather than failing with MaxConnectionsError (a 503 for every request over the limit)."""
+    store = open_store(f"{redis_isolated}&max_connections=20")
+    assert isinstance(store, RedisStore)
+    now = datetime.now(UTC)
+    try:
+        results = await asyncio.gather(
+            *(
+                store.consume_token_id(f"burst-{n}", now + timedelta(minutes=1), now)
+                for n in range(200)
+            ),
+            return_exceptions=True,
+        )
+        assert results == [True] * 200
+        # The default limit (100) queues a burst over it too.
+        default = open_store(redis_isolated)
+        try:
+            results = await asyncio.gather(
+                *(
+                    default.consume_token_id(f"default-{n}", now + timedelta(minutes=1), now)
+                    for n in range(150)
+                ),
+                return_exceptions=True,
+            )
+            assert results == [True] * 150
+        finally:
+            await default.close()
+    finally:
+        await store.close()
+
+
+def test_max_connections_must_be_a_positive_integer() -> None:
+    for bad in ("0", "-1", "many", "1.5"):
+        with pytest.raises(ConfigError, match="max_connections"):
+            open_store(f"redis://127.0.0.1:6379/0?max_connections={bad}")
+
+
+async def test_waiting_for_a_connection_is_bounded_by_the_timeout(redis_isolated: str) -> None:
+    """With every connection busy, a call waits at most ``timeout``, then fails closed."""
+    store = open_store(f"{redis_isolated}&max_connections=1&timeout=0.3")
+    assert isinstance(store, RedisStore)
+    pool = store._client.connection_pool
+    held = await pool.get_connection()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="Redis unavailable: ConnectionError"):
+            await store.ping()
+        assert 0.25 < time.monotonic() - started < 2
+    finally:
+        await pool.release(held)
+    await store.ping()
+    await store.close()

@@ -19,8 +19,10 @@ Guarantees:
 * **Failure.** Connection errors and timeouts raise ``StoreUnavailableError``; the client
   reconnects on the next call, so the store recovers when Redis is back.
 
-URL: ``redis://host:port/db?prefix=name&timeout=2`` — every key starts with ``prefix``
-(default ``appintegrity:``); ``timeout`` is the socket timeout in seconds (default 2).
+URL: ``redis://host:port/db?prefix=name&timeout=2&max_connections=100`` — every key starts
+with ``prefix`` (default ``appintegrity:``); ``timeout`` is the socket timeout in seconds
+(default 2); ``max_connections`` caps the store's connections (default 100): commands beyond it
+wait up to ``timeout`` for a free one, then raise ``StoreUnavailableError``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ __all__ = ["CHALLENGE_RETENTION", "LAYOUT_VERSION", "RedisStore"]
 LAYOUT_VERSION = 2
 
 CHALLENGE_RETENTION = timedelta(minutes=15)
+
+# Connections one store opens at most (``?max_connections=``); more commands in flight queue.
+DEFAULT_MAX_CONNECTIONS = 100
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
@@ -220,6 +225,7 @@ class RedisStore:
         parts = urlsplit(url)
         prefix = "appintegrity:"
         timeout = 2.0
+        max_connections = DEFAULT_MAX_CONNECTIONS
         theirs: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
             if name == "prefix":
@@ -229,17 +235,30 @@ class RedisStore:
                     timeout = float(value)
                 except ValueError as exc:
                     raise ConfigError(f"invalid Redis timeout {value!r}") from exc
+            elif name == "max_connections":
+                try:
+                    max_connections = int(value)
+                except ValueError:
+                    max_connections = 0
+                if max_connections < 1:
+                    raise ConfigError(
+                        f"invalid Redis max_connections {value!r}: a whole number, at least 1"
+                    )
             else:
                 theirs.append((name, value))
-        client = aioredis.Redis.from_url(
+        # Blocking: a burst beyond max_connections waits for a free connection (at most the
+        # socket timeout, then StoreUnavailableError) instead of failing at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
             urlunsplit(parts._replace(query=urlencode(theirs))),
+            max_connections=max_connections,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # One immediate retry replaces a connection Redis closed while idle (a restart);
             # a second failure is reported, not retried with growing back-off.
             retry=Retry(NoBackoff(), 1),
         )
-        return cls(client, prefix)
+        return cls(aioredis.Redis.from_pool(pool), prefix)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"

@@ -73,6 +73,20 @@ def test_a_get_pattern_covers_head_requests_unless_a_head_pattern_names_the_path
     assert table.match("OPTIONS", "/premium") is None
 
 
+def test_an_exact_pattern_covers_its_path_with_or_without_one_trailing_slash() -> None:
+    # Flask with strict_slashes=False, Django with APPEND_SLASH, and most WSGI apps route
+    # "/purchases/" to the "/purchases" handler (and back).
+    table = RouteTable({"/purchases": STRICT, "POST /orders/": POST_ONLY, "/": LOOSE})
+    assert table.match("GET", "/purchases/") == ("/purchases", STRICT)
+    assert table.match("POST", "/orders") == ("POST /orders/", POST_ONLY)
+    assert table.match("POST", "/orders/") == ("POST /orders/", POST_ONLY)
+    assert table.match("GET", "/") == ("/", LOOSE)
+    assert table.match("GET", "/purchases//") is None
+    with pytest.raises(ValueError, match="same path"):
+        RouteTable({"/purchases": STRICT, "/purchases/": None})
+    assert RouteTable({"/a": STRICT, "/a/": STRICT}).match("GET", "/a/") is not None
+
+
 def test_policy_from_mapping() -> None:
     assert policy_from_mapping({"ACCEPT_LIMIT": True, "mode": "monitor"}) == RoutePolicy(
         accept_limit=True, mode=Mode.MONITOR

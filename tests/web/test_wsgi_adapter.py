@@ -89,3 +89,21 @@ def test_head_is_checked_by_the_get_pattern_under_flask(world: World) -> None:
     assert client.head("/premium").status_code == 401
     assert client.head("/premium", headers={HEADER: world.token()}).status_code == 200
     assert ran == ["HEAD"]
+
+
+def test_a_trailing_slash_does_not_skip_an_exact_pattern(world: World) -> None:
+    app = Flask(__name__)
+    app.url_map.strict_slashes = False  # common for JSON APIs: /purchases/ is /purchases
+
+    @app.post("/purchases")
+    def purchase() -> dict[str, bool]:
+        return {"purchased": True}
+
+    app.wsgi_app = AppIntegrityWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, world.protector(), routes={"/purchases": RoutePolicy()}
+    )
+    client = app.test_client()
+    refused = client.post("/purchases/")
+    assert (refused.status_code, refused.get_json()["error"]["code"]) == (401, "token.missing")
+    allowed = client.post("/purchases/", headers={HEADER: world.token()})
+    assert (allowed.status_code, allowed.get_json()) == (200, {"purchased": True})

@@ -27,17 +27,31 @@ class BackgroundLoop:
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coroutine`` on the loop and wait for it; ``TimeoutError`` after ``timeout`` s
         (the coroutine is then cancelled, so a stuck store call does not pile up)."""
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=_serve, args=(loop,), name=self.name, daemon=True).start()
-                self._loop = loop
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
         try:
             return future.result(timeout)
         except TimeoutError:
             future.cancel()
             raise
+
+    async def run_async(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """``run`` for async callers: the coroutine runs on this loop while the caller's loop
+        awaits it, so what it drives stays on one loop whichever loop calls (Django runs each
+        async view of a WSGI deployment on a loop of its own, gone after the request)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._started())
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=_serve, args=(loop,), name=self.name, daemon=True).start()
+                self._loop = loop
+            return self._loop
 
     def close(self) -> None:
         """Stop the loop and its thread (a later ``run`` starts a new one)."""

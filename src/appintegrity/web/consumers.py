@@ -103,8 +103,10 @@ class ServiceTokenConsumer:
 class StoreTokenConsumer:
     """Consumes in the service's store (``Store.consume_token_id``), shared by every instance.
 
-    From blocking code the store is driven on a private event loop thread, so use a store
-    whose connections are not tied to another loop (SQLite is not), or one store per side.
+    The store is driven on this consumer's own event loop thread, from blocking and async
+    callers alike (an async caller awaits it without blocking its loop), so a store whose
+    connections belong to one loop (Redis, PostgreSQL) keeps them on that loop. Give the
+    consumer a store no other event loop drives (SQLite is loop-free), or one of its own.
 
     A used id is remembered ``leeway_seconds`` past the token's ``exp``: the verifier accepts
     a token that long after it expires, and a store forgets ids at the time it is given (a
@@ -120,6 +122,18 @@ class StoreTokenConsumer:
         self._background = BackgroundLoop("appintegrity-consumer")
 
     async def consume_async(self, token: str, claims: AppTokenClaims) -> None:
+        try:
+            await self._background.run_async(self._consume(claims), self.timeout)
+        except TimeoutError as exc:
+            raise _unavailable("the store did not answer in time") from exc
+
+    def consume(self, token: str, claims: AppTokenClaims) -> None:
+        try:
+            self._background.run(self._consume(claims), self.timeout)
+        except TimeoutError as exc:
+            raise _unavailable("the store did not answer in time") from exc
+
+    async def _consume(self, claims: AppTokenClaims) -> None:
         expires_at = datetime.fromtimestamp(claims.expires_at + self.leeway_seconds, UTC)
         try:
             first = await self.store.consume_token_id(claims.jti, expires_at, datetime.now(UTC))
@@ -127,9 +141,3 @@ class StoreTokenConsumer:
             raise _unavailable(f"cannot record the token as used: {exc.message}") from exc
         if not first:
             raise TokenError(Code.TOKEN_CONSUMED, "this limited-use token was already used", 409)
-
-    def consume(self, token: str, claims: AppTokenClaims) -> None:
-        try:
-            self._background.run(self.consume_async(token, claims), self.timeout)
-        except TimeoutError as exc:
-            raise _unavailable("the store did not answer in time") from exc

@@ -86,3 +86,29 @@ def test_explicit_protector_needs_no_install(world: World) -> None:
         return {"sub": claims.subject}
 
     assert TestClient(app).get("/x", headers={HEADER: world.token()}).json() == {"sub": SUBJECT}
+
+
+def test_a_refusal_without_install_is_its_status_never_a_500(world: World) -> None:
+    app = FastAPI()
+    dependency = require_app_token(RoutePolicy(), protector=world.protector())
+
+    @app.get("/x")
+    async def x(claims: Annotated[AppTokenClaims | None, Depends(dependency)]) -> dict[str, str]:
+        return {"sub": "never"}
+
+    client = TestClient(app, raise_server_exceptions=False)
+    missing = client.get("/x")
+    assert missing.status_code == 401
+    assert missing.json()["detail"]["code"] == "token.missing"
+    assert missing.headers["www-authenticate"] == 'AppIntegrity realm="api"'
+    blocked = client.get("/x", headers={HEADER: world.token(decision="block")})
+    assert (blocked.status_code, blocked.json()["detail"]["code"]) == (403, "decision.blocked")
+
+
+def test_install_answers_refusals_with_the_error_body_every_adapter_uses(world: World) -> None:
+    response = make_client(world.protector()).get("/plain")
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {"code": "token.missing", "message": "the X-App-Integrity header is missing"}
+    }
+    assert response.headers["content-type"] == "application/json"

@@ -7,13 +7,17 @@
     async def purchase(claims: AppTokenClaims = Depends(require_app_token(RoutePolicy()))):
         ...
 
-In monitor mode the dependency returns None when the token did not verify.
+In monitor mode the dependency returns None when the token did not verify. A refusal is an
+``HTTPException``: with ``install`` its body is the ``{"error": {"code", "message"}}`` every
+adapter answers; without, FastAPI's own handler answers the same status and headers with
+``{"detail": {"code", "message"}}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from fastapi import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,11 +27,15 @@ from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
 from appintegrity.web.protector import Protector, Verdict
 
 
-class AppIntegrityRefused(Exception):
-    """Raised by the dependency to answer with the verdict's JSON error."""
+class AppIntegrityRefused(HTTPException):
+    """Raised by the dependency to answer with the verdict's status, headers and JSON error
+    (an ``HTTPException``, so an app without ``install`` still answers it, never with a 500)."""
 
     def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.error.code if verdict.error else "refused")
+        error = verdict.error
+        detail = {"code": str(error.code), "message": error.message} if error else None
+        headers = {name: value for name, value in verdict.headers() if name != "content-type"}
+        super().__init__(verdict.status, detail, headers)
         self.verdict = verdict
 
 

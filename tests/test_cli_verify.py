@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import types
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,111 @@ def test_a_reader_that_stops_early_gets_no_traceback(vectors_dir: Path) -> None:
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
     assert "Traceback" not in stderr, stderr
+
+
+# -- unusable inputs are exit 2, never a traceback; one bad file never stops the others -------
+
+SECP112R1_KEY = (  # a valid SubjectPublicKeyInfo on a curve cryptography cannot load
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MDIwEAYHKoZIzj0CAQYFK4EEAAYDHgAEAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ==\n"
+    "-----END PUBLIC KEY-----\n"
+)
+ED25519_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n"
+    "-----END PUBLIC KEY-----\n"
+)
+
+
+def _shared_vector(vectors_dir: Path, name: str, **changes: object) -> dict[str, Any]:
+    vector: dict[str, Any] = json.loads((vectors_dir / "appattest" / name).read_text())
+    vector["input"].update(changes)
+    return vector
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "needle"),
+    [
+        ("veehaitch-ios-14.2-assertion.json", {"previous_counter": -1}, "previous_counter"),
+        ("veehaitch-ios-14.2-assertion.json", {"app_id": ""}, "input.app_id"),
+        ("veehaitch-ios-14.2-attestation.json", {"app_id": ""}, "input.app_id"),
+        ("veehaitch-ios-14.2-receipt-1.json", {"app_id": ""}, "input.app_id"),
+        ("veehaitch-ios-14.2-receipt-1.json", {"public_key": SECP112R1_KEY}, "input.public_key"),
+        ("veehaitch-ios-14.2-receipt-1.json", {"public_key": ED25519_KEY}, "input.public_key"),
+        ("veehaitch-ios-14.2-assertion.json", {"public_key": ED25519_KEY}, "input.public_key"),
+        ("veehaitch-ios-14.2-assertion.json", {"public_key": "not a key"}, "input.public_key"),
+    ],
+    ids=[
+        "negative-counter",
+        "assertion-empty-app-id",
+        "attestation-empty-app-id",
+        "receipt-empty-app-id",
+        "receipt-key-unsupported-curve",
+        "receipt-key-not-ec",
+        "assertion-key-not-ec",
+        "assertion-key-garbage",
+    ],
+)
+def test_unusable_inputs_of_real_vectors_exit_2_and_the_next_file_is_still_verified(
+    tmp_path: Path,
+    vectors_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    changes: dict[str, object],
+    needle: str,
+) -> None:
+    bad = _write(tmp_path, "bad.json", _shared_vector(vectors_dir, name, **changes))
+    good = vectors_dir / "appattest" / name
+    assert main(["verify", str(bad), str(good)]) == 2
+    unusable, verified = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert unusable == {
+        "file": str(bad),
+        "valid": None,
+        "error": "unusable_vector",
+        "message": unusable["message"],
+    }
+    assert needle in unusable["message"]
+    assert verified["file"] == str(good) and verified["valid"] is True
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_json_nested_too_deeply_is_not_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], opening: str
+) -> None:
+    path = _write(tmp_path, "deep.json", opening * 100_000)
+    assert main(["verify", str(path)]) == 2
+    conclusion = json.loads(capsys.readouterr().out)
+    assert (conclusion["valid"], conclusion["error"]) == (None, "unusable_vector")
+    assert "not JSON" in conclusion["message"]
+
+
+def test_a_verifier_bug_on_one_file_is_reported_and_the_others_are_verified(
+    tmp_path: Path,
+    ca: AppAttestCA,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A kind whose runner has a bug (a stand-in for any unforeseen exception in a runner).
+    def broken_runner(inputs: object, verify_at: datetime) -> dict[str, object]:
+        raise ZeroDivisionError("a bug")
+
+    module = types.ModuleType("appintegrity.cli.vectors.broken_kind")
+    module.run = broken_runner  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(verify_command, "KINDS", (*verify_command.KINDS, "broken-kind"))
+    broken = _write(
+        tmp_path,
+        "b.json",
+        {"kind": "broken-kind", "verify_at": "2026-01-01T00:00:00Z", "input": {}},
+    )
+    good = _write(tmp_path, "good.json", _test_kit_vector(ca, None))
+    assert main(["verify", str(broken), str(good)]) == 3
+    captured = capsys.readouterr()
+    failed, verified = (json.loads(line) for line in captured.out.splitlines())
+    assert (failed["valid"], failed["error"]) == (None, "internal_error")
+    assert "ZeroDivisionError" in failed["message"]
+    assert verified["valid"] is True
+    assert "Traceback" in captured.err and "a bug" in captured.err
+    # --expect does not count a bug as a match either.
+    assert main(["verify", "--expect", str(broken), str(good)]) == 3
+    assert "1/2 files conclude" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 """``appintegrity verify FILE.json…``: verify vector files and print one JSON conclusion each.
 
 Format and exit statuses: ``../shared/vectors/README.md``. 0 valid, 1 invalid (with the reason),
-2 the file itself is unusable (not JSON, unknown ``kind``, missing field, kind not installed).
-With several files the worst status wins. ``--expect`` compares each conclusion with the file's
-``expect`` instead, and exits 0 only if every file concludes as it says (for CI).
+2 the file itself is unusable (not JSON, unknown ``kind``, missing field, kind not installed),
+3 the verifier itself failed on a file (a bug: its traceback goes to stderr, and the files after
+it are still verified). With several files the worst status wins. ``--expect`` compares each
+conclusion with the file's ``expect`` instead, and exits 0 only if every file concludes as it
+says (for CI).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import importlib
 import json
 import sys
+import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +24,7 @@ from appintegrity.cli.vectors import VectorFormatError, VectorRunner
 from appintegrity.errors import AppIntegrityError, VerificationError
 
 KINDS = ("apple-attestation", "apple-assertion", "apple-receipt", "play-integrity")
-VALID, INVALID, UNUSABLE = 0, 1, 2
+VALID, INVALID, UNUSABLE, INTERNAL_ERROR = 0, 1, 2, 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
     several = len(args.files) > 1
     mismatches = 0
     for name in args.files:
-        status, conclusion, vector = conclude(Path(name))
+        try:
+            status, conclusion, vector = conclude(Path(name))
+        except Exception as exc:  # noqa: BLE001 - reported as a bug, never as a verdict
+            status, conclusion, vector = _internal_error(name, exc)
         if args.expect:
-            status, conclusion = _compare(conclusion, vector)
+            if status != INTERNAL_ERROR:
+                status, conclusion = _compare(conclusion, vector)
             mismatches += status != VALID
         if several or args.expect:
             conclusion = {"file": name, **conclusion}
@@ -57,6 +64,17 @@ def run(args: argparse.Namespace) -> int:
         total = len(args.files)
         print(f"{total - mismatches}/{total} files conclude as they expect", file=sys.stderr)
     return worst
+
+
+def _internal_error(
+    name: str, exc: Exception
+) -> tuple[int, dict[str, object], Mapping[str, Any] | None]:
+    """A bug in the verifier, not a conclusion about the file: say so (with the traceback on
+    stderr) and go on with the other files."""
+    print(f"appintegrity verify: internal error on {name}:", file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)
+    message = f"the verifier failed on this file ({type(exc).__name__}: {exc}); please report it"
+    return INTERNAL_ERROR, {"valid": None, "error": "internal_error", "message": message}, None
 
 
 def conclude(path: Path) -> tuple[int, dict[str, object], Mapping[str, Any] | None]:
@@ -86,6 +104,11 @@ def _read(path: Path) -> Mapping[str, Any]:
         vector = json.loads(text)
     except json.JSONDecodeError as exc:
         raise VectorFormatError(f"{path} is not JSON: {exc}") from exc
+    except RecursionError:
+        # Nested deeper than the parser can follow: no vector is shaped like that.
+        raise VectorFormatError(
+            f"{path} is not JSON this verifier can read: nested too deeply"
+        ) from None
     if not isinstance(vector, dict):
         raise VectorFormatError(f"{path} does not hold a JSON object")
     for field in ("kind", "verify_at", "input"):

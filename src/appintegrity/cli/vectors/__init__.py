@@ -12,6 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appintegrity.apple.keys import load_public_key
+from appintegrity.errors import AppleVerificationError
+
 
 class VectorFormatError(ValueError):
     """The vector file is unusable: not JSON, unknown kind, missing or mistyped field."""
@@ -23,12 +28,31 @@ class VectorRunner(Protocol):
     def __call__(self, inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]: ...
 
 
-def text_field(inputs: Mapping[str, object], name: str) -> str:
-    """A required string field of ``input``."""
+def text_field(inputs: Mapping[str, object], name: str, *, non_empty: bool = False) -> str:
+    """A required string field of ``input`` (``non_empty``: and not ``""``)."""
     value = inputs.get(name)
     if not isinstance(value, str):
         raise VectorFormatError(f"input.{name} must be a string")
+    if non_empty and not value:
+        raise VectorFormatError(f"input.{name} must not be empty")
     return value
+
+
+def app_id_field(inputs: Mapping[str, object]) -> str:
+    """``app_id``: the verifier's own setting, so an empty one makes the file unusable."""
+    return text_field(inputs, "app_id", non_empty=True)
+
+
+def public_key_field(inputs: Mapping[str, object], name: str) -> ec.EllipticCurvePublicKey:
+    """The stored (attested) P-256 key: PEM, DER or the uncompressed point, raw or base64.
+
+    The key is the vector's own material, like its trust roots: one that is not a P-256 public
+    key makes the file unusable rather than the object invalid.
+    """
+    try:
+        return load_public_key(text_field(inputs, name))
+    except AppleVerificationError as exc:
+        raise VectorFormatError(f"input.{name}: {exc.message}") from exc
 
 
 def optional_text_field(inputs: Mapping[str, object], name: str) -> str | None:
@@ -41,11 +65,13 @@ def optional_text_field(inputs: Mapping[str, object], name: str) -> str | None:
     return value
 
 
-def int_field(inputs: Mapping[str, object], name: str) -> int:
+def int_field(inputs: Mapping[str, object], name: str, *, minimum: int | None = None) -> int:
     """A required integer field of ``input`` (booleans are not integers here)."""
     value = inputs.get(name)
     if not isinstance(value, int) or isinstance(value, bool):
         raise VectorFormatError(f"input.{name} must be an integer")
+    if minimum is not None and value < minimum:
+        raise VectorFormatError(f"input.{name} must be at least {minimum}, found {value}")
     return value
 
 

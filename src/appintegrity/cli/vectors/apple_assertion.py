@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from appintegrity.apple import verify_assertion
-from appintegrity.cli.vectors import VectorFormatError, int_field, text_field
+from appintegrity.cli.vectors import (
+    VectorFormatError,
+    app_id_field,
+    int_field,
+    public_key_field,
+    text_field,
+)
 from appintegrity.encoding import EncodingError, b64decode_lenient
 
 
@@ -17,9 +23,9 @@ def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     """
     del verify_at
     assertion = text_field(inputs, "assertion")
-    public_key = text_field(inputs, "public_key")
-    app_id = text_field(inputs, "app_id")
-    previous_counter = int_field(inputs, "previous_counter")
+    public_key = public_key_field(inputs, "public_key")
+    app_id = app_id_field(inputs)
+    previous_counter = int_field(inputs, "previous_counter", minimum=0)
     client_data: str | bytes
     if ("client_data" in inputs) == ("client_data_b64" in inputs):
         raise VectorFormatError("input needs exactly one of client_data, client_data_b64")

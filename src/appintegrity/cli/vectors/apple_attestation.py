@@ -17,6 +17,7 @@ from appintegrity.apple.attestation import MIN_CLIENT_DATA_HASH_BYTES
 from appintegrity.apple.receipt import verify_receipt
 from appintegrity.cli.vectors import (
     VectorFormatError,
+    app_id_field,
     optional_text_field,
     text_field,
     text_list_field,
@@ -29,7 +30,7 @@ def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     """Verify the vector's attestation; raise ``AppleVerificationError`` when it fails."""
     attestation = text_field(inputs, "attestation")
     key_id = text_field(inputs, "key_id")
-    app_id = text_field(inputs, "app_id")
+    app_id = app_id_field(inputs)
     environment_text = optional_text_field(inputs, "environment") or Environment.PRODUCTION
     try:
         environment = Environment(environment_text)

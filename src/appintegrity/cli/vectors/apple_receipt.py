@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from appintegrity.apple.receipt import verify_receipt
 from appintegrity.cli.vectors import (
     VectorFormatError,
-    optional_text_field,
+    app_id_field,
+    public_key_field,
     text_field,
     text_list_field,
 )
@@ -27,11 +26,12 @@ from appintegrity.encoding import b64_encode
 def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     """Verify the vector's receipt; raise ``AppleVerificationError`` when it does not check out."""
     receipt_text = text_field(inputs, "receipt")
-    app_id = optional_text_field(inputs, "app_id")
-    public_key_pem = optional_text_field(inputs, "public_key")
+    app_id = None if inputs.get("app_id") is None else app_id_field(inputs)
+    public_key = (
+        None if inputs.get("public_key") is None else public_key_field(inputs, "public_key")
+    )
     roots_pem = text_list_field(inputs, "trust_roots_pem")
 
-    public_key = None if public_key_pem is None else _public_key(public_key_pem)
     roots = None if roots_pem is None else [_certificate(pem) for pem in roots_pem]
     receipt = verify_receipt(
         receipt_text, now=verify_at, app_id=app_id, public_key=public_key, trust_roots=roots
@@ -56,16 +56,6 @@ def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
 
 def _time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _public_key(pem: str) -> ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_pem_public_key(pem.encode("utf-8"))
-    except ValueError as exc:
-        raise VectorFormatError(f"input.public_key is not a PEM public key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise VectorFormatError("input.public_key is not an EC public key")
-    return key
 
 
 def _certificate(pem: str) -> x509.Certificate:

@@ -29,7 +29,6 @@ from appintegrity.google import (
     PlayIntegrityPolicy,
     PlayIntegrityVerifier,
     PolicyResult,
-    decode_token_locally,
     evaluate_verdict,
 )
 from appintegrity.service.config import AndroidAppConfig, IosAppConfig, ServiceConfig
@@ -69,12 +68,9 @@ class AndroidApp:
         """Read the token and apply the policy, binding to ``expected`` whichever way the
         token was made: ``requestHash`` (standard requests) or ``nonce`` (classic)."""
         verifier = self.verifier
-        if verifier.keys is not None:
-            payload = decode_token_locally(token, verifier.keys)
-        else:
-            assert verifier.decoder is not None
-            payload = await verifier.decoder.decode(verifier.policy.package_name, token)
-        verdict = IntegrityVerdict.from_payload(payload)
+        # The request does not say which kind of token it carries: with both paths configured,
+        # the local keys try first and a token they cannot decrypt (standard) goes to Google.
+        verdict = IntegrityVerdict.from_payload(await verifier.read_token(token))
         details = verdict.request_details
         if details.request_hash is None and details.nonce is not None:
             result = evaluate_verdict(verdict, verifier.policy, now=now, nonce=expected)
@@ -162,14 +158,15 @@ def _android_verifier(app: AndroidAppConfig) -> PlayIntegrityVerifier:
     decoder = None
     if app.decryption_key is not None and app.verification_key is not None:
         keys = PlayIntegrityKeys.from_base64(app.decryption_key, app.verification_key)
-    else:
-        if app.service_account_file is None:
-            raise ConfigError(f"apps[{app.id}]: service_account_file is required")
+    if app.service_account_file is not None:
+        # Both may be configured: classic tokens under the local keys, standard ones via Google.
         decoder = GoogleApiDecoder(
             service_account_file=str(app.service_account_file),
             base_url=app.google_api_base_url or "https://playintegrity.googleapis.com",
             token_uri=app.google_token_uri,
         )
+    elif keys is None:
+        raise ConfigError(f"apps[{app.id}]: service_account_file is required")
     return PlayIntegrityVerifier(policy, keys=keys, decoder=decoder)
 
 

@@ -17,7 +17,10 @@ Guarantees:
   acknowledged key registration can be lost in a crash; use ``appendonly yes`` with
   ``appendfsync always`` if Redis alone holds device keys, or PostgreSQL for durable state.
 * **Failure.** Connection errors and timeouts raise ``StoreUnavailableError``; the client
-  reconnects on the next call, so the store recovers when Redis is back.
+  reconnects on the next call, so the store recovers when Redis is back. So do error replies
+  by which the server refuses to serve (out of memory, ``MISCONF``, ``READONLY``, ``LOADING``,
+  ``BUSY``, ``MASTERDOWN``, ``NOREPLICAS``, ``CLUSTERDOWN``), naming only the error; any other
+  error reply is a bug and propagates as redis-py raised it.
 
 URL: ``redis://host:port/db?prefix=name&timeout=2&max_connections=100`` — every key starts
 with ``prefix`` (default ``appintegrity:``); ``timeout`` is the socket timeout in seconds
@@ -36,8 +39,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from appintegrity.errors import ConfigError, StoreUnavailableError
@@ -65,7 +75,50 @@ CHALLENGE_RETENTION = timedelta(minutes=15)
 # Connections one store opens at most (``?max_connections=``); more commands in flight queue.
 DEFAULT_MAX_CONNECTIONS = 100
 
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Error replies by which the server refuses every command of a kind, whatever its arguments: out
+# of memory, writes refused after a failed save (MISCONF) or on a replica, still loading, a
+# script running too long, no primary or too few replicas, a cluster down. Any other error reply
+# (wrong arguments, a wrong type, a script's own error) is a bug here and stays one.
+_SERVER_STATE_CODES = frozenset(
+    {"OOM", "MISCONF", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN"}
+)
+_SERVER_STATE_CLASSES: tuple[tuple[type[RedisError], str], ...] = (
+    (OutOfMemoryError, "OOM"),
+    (BusyLoadingError, "LOADING"),
+    (ReadOnlyError, "READONLY"),
+    (ClusterDownError, "CLUSTERDOWN"),  # MasterDownError is one too; its status code says so
+)
+
+
+def _server_state_code(exc: RedisError) -> str | None:
+    """The reply's error code when it is one of ``_SERVER_STATE_CODES``, else None."""
+    code = getattr(exc, "status_code", None)  # redis-py 8 keeps the reply's first word
+    if code is None:
+        for cls, cls_code in _SERVER_STATE_CLASSES:
+            if isinstance(exc, cls):
+                return cls_code
+        # Older redis-py: an error it has no class for keeps its code at the message's start.
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        code = message.split(" ", 1)[0]
+    return code if code in _SERVER_STATE_CODES else None
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError | None:
+    """The ``StoreUnavailableError`` for an exception that means Redis cannot serve, else None.
+
+    The message names the error's class and code only: redis-py quotes a pipeline's failed
+    command, with its key and arguments (a challenge, a token id), in its own message.
+    """
+    if isinstance(exc, RedisError):
+        code = _server_state_code(exc)
+        if code is not None:
+            return StoreUnavailableError(f"Redis cannot serve: {code} ({type(exc).__name__})")
+    if isinstance(exc, _UNREACHABLE):
+        return StoreUnavailableError(f"Redis unavailable: {type(exc).__name__}")
+    return None
+
 
 # KEYS[1] challenge hash; ARGV[1] now (µs). Returns nil (unknown) or
 # {won (1/0), purpose, has_key_id, key_id, created µs, expires µs}.
@@ -272,8 +325,14 @@ class RedisStore:
     async def _guard(self) -> AsyncIterator[None]:
         try:
             yield
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+        except (RedisError, OSError) as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
+                raise
+            if isinstance(exc, RedisError) and _server_state_code(exc) is not None:
+                # Not chained: a logger printing the cause would print the quoted command.
+                raise unavailable from None
+            raise unavailable from exc
 
     async def _script_int(self, script: Any, keys: list[str], args: list[Any]) -> int:
         async with self._guard():

@@ -91,6 +91,7 @@ class Code(StrEnum):
     CONFIG_INVALID = "config.invalid"
     INTERNAL = "internal"
     DEBUG_TOKEN_LIMIT = "debug_token.limit"
+    DEBUG_TOKEN_UNKNOWN = "debug_token.unknown"
 
 
 class AppIntegrityError(Exception):

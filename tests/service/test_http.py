@@ -472,6 +472,46 @@ def test_debug_token_of_another_app_is_token_invalid(service: Service) -> None:
     assert (response.status_code, error_of(response)) == (401, "token.invalid")
 
 
+def test_revoking_an_unknown_debug_token_is_debug_token_unknown(service: Service) -> None:
+    response = service.post("/v1/admin/debug-tokens/dt_nope/revoke", headers=service.admin())
+    assert (response.status_code, error_of(response)) == (404, "debug_token.unknown")
+
+
+def _debug_count(service: Service, outcome: str, reason: str) -> float:
+    text = service.client.get("/metrics").text
+    labels = f'kind="debug",outcome="{outcome}",platform="ios",reason="{reason}"'
+    pattern = r"appintegrity_verifications_total\{" + re.escape(labels) + r"\} ([0-9.]+)"
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_debug_exchanges_are_counted_and_logged_without_the_secret(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    created = create_debug(service, IOS_APP)
+    allowed = _debug_count(service, "allow", "")
+    refused = _debug_count(service, "refused", "token.invalid")
+    with caplog.at_level(logging.INFO, logger="appintegrity"):
+        ok = service.post("/v1/debug/exchange", {"appId": IOS_APP, "debugToken": created["secret"]})
+        bad = service.post("/v1/debug/exchange", {"appId": IOS_APP, "debugToken": "guess"})
+    assert (ok.status_code, bad.status_code) == (200, 401)
+    assert _debug_count(service, "allow", "") == allowed + 1
+    assert _debug_count(service, "refused", "token.invalid") == refused + 1
+    assert any(created["tokenId"] in r.getMessage() for r in caplog.records)
+    assert not any(created["secret"] in r.getMessage() for r in caplog.records)
+
+
+def test_admin_key_list_says_when_it_is_truncated(service: Service) -> None:
+    for _ in range(3):
+        service.register()
+    one = service.client.get("/v1/admin/keys?limit=1", headers=service.admin()).json()
+    assert (len(one["keys"]), one["truncated"]) == (1, True)
+    every = service.client.get("/v1/admin/keys?limit=10000", headers=service.admin()).json()
+    assert every["truncated"] is False and len(every["keys"]) >= 3
+    refused = service.client.get("/v1/admin/keys?limit=0", headers=service.admin())
+    assert (refused.status_code, error_of(refused)) == (400, "request.invalid")
+
+
 def test_debug_tokens_turned_off_for_an_app(service: Service) -> None:
     response = service.post("/v1/debug/exchange", {"appId": IOS_DEV_APP, "debugToken": "x"})
     assert (response.status_code, error_of(response)) == (403, "token.debug_refused")

@@ -7,18 +7,20 @@ service, and returns JSON. Errors leave through ``service.errors`` as ``{"error"
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from appintegrity import __version__
-from appintegrity.errors import Code
+from appintegrity.errors import AppIntegrityError, Code
 from appintegrity.service import assertions, registrations
-from appintegrity.service.config import ServiceConfig
+from appintegrity.service.config import AndroidAppConfig, IosAppConfig, ServiceConfig
 from appintegrity.service.debug_tokens import create_debug_token, debug_token_limit, hash_secret
 from appintegrity.service.errors import (
     BodyLimitMiddleware,
@@ -49,8 +51,11 @@ from appintegrity.service.schemas import (
 )
 from appintegrity.service.state import IntegrityService, iso
 from appintegrity.store.base import DebugTokenRecord, DeviceKey, Store
+from appintegrity.tokens.issuer import IssuedToken
 
 JWKS_MAX_AGE_SECONDS = 60
+MAX_KEYS_LISTED = 10_000
+log = logging.getLogger("appintegrity.service")
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -220,21 +225,28 @@ def create_app(
         app_config = service.config.app(body.appId)
         if app_config is None:
             raise service_error(Code.APP_UNKNOWN, f"the app {body.appId} is not configured")
-        if not app_config.allow_debug_tokens:
-            raise service_error(
-                Code.TOKEN_DEBUG_REFUSED, f"debug tokens are turned off for {body.appId}"
+        # Debug tokens are a way past attestation: every use is counted and logged (by token
+        # id, never the secret), so operators can see and alert on them.
+        started = time.perf_counter()
+        try:
+            issued = await _exchange_debug_token(service, app_config, body)
+        except AppIntegrityError as exc:
+            service.metrics.verification(
+                platform=app_config.platform,
+                kind="debug",
+                app=body.appId,
+                outcome="refused",
+                reason=exc.code,
+                started=started,
             )
-        record = await service.store.find_debug_token(hash_secret(body.debugToken))
-        if record is None or record.app_id != body.appId:
-            raise service_error(Code.TOKEN_INVALID, "unknown debug token for this app")
-        if record.revoked_at is not None:
-            raise service_error(Code.TOKEN_DEBUG_REFUSED, "this debug token was revoked")
-        issued = service.issue_token(
-            app_id=body.appId,
+            raise
+        service.metrics.verification(
             platform=app_config.platform,
-            decision="allow",
-            debug=True,
-            binding=body.binding,
+            kind="debug",
+            app=body.appId,
+            outcome="allow",
+            reason="",
+            started=started,
         )
         return JSONResponse(
             {
@@ -299,10 +311,17 @@ def create_app(
     @app.get(
         "/v1/admin/keys", response_model=DeviceKeysResponse, responses=admin_errors, tags=["admin"]
     )
-    async def list_keys(request: Request, appId: str | None = None) -> Response:
+    async def list_keys(
+        request: Request,
+        appId: str | None = None,
+        limit: int = Query(1000, ge=1, le=MAX_KEYS_LISTED),
+    ) -> Response:
+        """Device keys, newest first; ``truncated`` says more match than ``limit``."""
         _check_admin(request)
-        keys = await service.store.list_keys(appId)
-        return JSONResponse({"keys": [_key_info(k) for k in keys]})
+        keys = await service.store.list_keys(appId, limit + 1)
+        return JSONResponse(
+            {"keys": [_key_info(k) for k in keys[:limit]], "truncated": len(keys) > limit}
+        )
 
     @app.post(
         "/v1/admin/keys/{key_id}/revoke",
@@ -348,6 +367,7 @@ def create_app(
             now=service.clock(),
             limit=debug_token_limit(service.config, body.appId),
         )
+        log.info("debug token %s (%s) created for %s", record.token_id, body.name, body.appId)
         return JSONResponse({**_debug_info(record), "secret": secret}, status_code=201)
 
     @app.post(
@@ -359,13 +379,38 @@ def create_app(
     async def revoke_debug(request: Request, token_id: str) -> Response:
         _check_admin(request)
         if not await service.store.revoke_debug_token(token_id, service.clock()):
-            raise service_error(Code.TOKEN_INVALID, "no debug token with this id")
+            raise service_error(Code.DEBUG_TOKEN_UNKNOWN, "no debug token with this id")
+        log.info("debug token %s revoked through the admin API", token_id)
         return JSONResponse({"revoked": True})
 
     _document_errors_only_as_json(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.server.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=service.metrics)
     return app
+
+
+async def _exchange_debug_token(
+    service: IntegrityService,
+    app_config: IosAppConfig | AndroidAppConfig,
+    body: DebugExchangeRequest,
+) -> IssuedToken:
+    if not app_config.allow_debug_tokens:
+        raise service_error(
+            Code.TOKEN_DEBUG_REFUSED, f"debug tokens are turned off for {body.appId}"
+        )
+    record = await service.store.find_debug_token(hash_secret(body.debugToken))
+    if record is None or record.app_id != body.appId:
+        raise service_error(Code.TOKEN_INVALID, "unknown debug token for this app")
+    if record.revoked_at is not None:
+        raise service_error(Code.TOKEN_DEBUG_REFUSED, "this debug token was revoked")
+    log.info("debug token %s exchanged for an app token of %s", record.token_id, body.appId)
+    return service.issue_token(
+        app_id=body.appId,
+        platform=app_config.platform,
+        decision="allow",
+        debug=True,
+        binding=body.binding,
+    )
 
 
 def _signing_keys(service: IntegrityService) -> dict[str, object]:

@@ -221,6 +221,7 @@ class DeviceKeyInfo(_Wire):
 
 class DeviceKeysResponse(_Wire):
     keys: list[DeviceKeyInfo]
+    truncated: bool  # more keys match than ``limit``: ask with a larger limit or per app
 
 
 class RevokeResponse(_Wire):

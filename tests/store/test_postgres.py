@@ -102,3 +102,17 @@ async def test_a_version_1_database_is_upgraded_in_place(postgres_url: str) -> N
         assert "device_keys_app_receipt_updated_at" in indexes
     finally:
         drop_schema(postgres_url, schema)
+
+
+def test_schema_names_are_lower_case_identifiers() -> None:
+    """PostgreSQL folds an unquoted name to lower case: ``Tenant`` would name two schemas (the
+    one created and the one searched), so only names that mean one thing are accepted."""
+    for good in ("tenant_1", "_t", "a" * 63):
+        store = open_store(f"postgresql://u@127.0.0.1/db?schema={good}")
+        assert isinstance(store, PostgresStore)
+        assert store.schema == good
+    for bad in ("Review_Case", "TENANT", "1tenant", "a" * 64, "tenant-1", "tenänt", ""):
+        with pytest.raises(ConfigError, match="invalid PostgreSQL schema name"):
+            open_store(f"postgresql://u@127.0.0.1/db?schema={bad}")
+        with pytest.raises(ConfigError, match="invalid PostgreSQL schema name"):
+            PostgresStore("postgresql://u@127.0.0.1/db", schema=bad)

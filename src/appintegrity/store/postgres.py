@@ -17,7 +17,8 @@ Guarantees:
 * **Failure.** Connection errors and pool timeouts raise ``StoreUnavailableError``; the pool
   replaces broken connections by itself, so the store recovers when PostgreSQL is back.
 
-``?schema=name`` in the URL puts every table in that schema (created by ``migrate()``).
+``?schema=name`` in the URL puts every table in that schema (created by ``migrate()``); the name
+is lower-case letters, digits and ``_``, not starting with a digit.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 SCHEMA_VERSION = 2
 
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Lower case only: PostgreSQL folds unquoted names to lower case, so ``Tenant`` would be two
+# schemas (the one created, quoted, and the one on the search path).
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Advisory lock namespace for migrations ("appi" in ASCII); the schema name picks the lock.
 _LOCK_CLASS = 0x61707069
 
@@ -163,7 +166,10 @@ class PostgresStore:
         timeout: float = 5.0,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
-            raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
+            raise ConfigError(
+                f"invalid PostgreSQL schema name {schema!r}: use lower-case letters, digits "
+                "and _ (not a digit first), at most 63 characters"
+            )
         self.schema = schema
         kwargs: dict[str, Any] = {"autocommit": True}
         if schema is not None:

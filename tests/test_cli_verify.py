@@ -376,3 +376,49 @@ def test_a_verifier_bug_on_one_file_is_reported_and_the_others_are_verified(
     # --expect does not count a bug as a match either.
     assert main(["verify", "--expect", str(broken), str(good)]) == 3
     assert "1/2 files conclude" in capsys.readouterr().err
+
+
+# -- every input the format lists is required: no "valid" without the check it names ----------
+
+PLAY_VECTOR = Path(__file__).parent / "google" / "vectors" / "valid-standard.json"
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "replacement"),
+    [
+        (PLAY_VECTOR, "certificate_digests", None),
+        (PLAY_VECTOR, "certificate_digests", []),
+        (PLAY_VECTOR, "max_age_seconds", None),
+        ("veehaitch-ios-14.2-receipt-1.json", "app_id", None),
+        ("veehaitch-ios-14.2-receipt-1.json", "public_key", None),
+        ("veehaitch-ios-14.2-attestation.json", "environment", None),
+    ],
+    ids=[
+        "play-no-certificate-digests",
+        "play-empty-certificate-digests",
+        "play-no-max-age",
+        "receipt-no-app-id",
+        "receipt-no-public-key",
+        "attestation-no-environment",
+    ],
+)
+def test_a_vector_without_a_listed_input_is_unusable(
+    tmp_path: Path,
+    vectors_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    path: Path | str,
+    field: str,
+    replacement: object,
+) -> None:
+    source = path if isinstance(path, Path) else vectors_dir / "appattest" / path
+    vector = json.loads(source.read_text())
+    assert main(["verify", str(source)]) == 0  # the complete vector is valid
+    capsys.readouterr()
+    if replacement is None:
+        del vector["input"][field]
+    else:
+        vector["input"][field] = replacement
+    assert main(["verify", str(_write(tmp_path, "v.json", vector))]) == 2
+    conclusion = json.loads(capsys.readouterr().out)
+    assert (conclusion["valid"], conclusion["error"]) == (None, "unusable_vector")
+    assert f"input.{field}" in conclusion["message"]

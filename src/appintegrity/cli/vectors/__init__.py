@@ -83,3 +83,11 @@ def text_list_field(inputs: Mapping[str, object], name: str) -> list[str] | None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise VectorFormatError(f"input.{name} must be a list of strings")
     return list(value)
+
+
+def required_text_list_field(inputs: Mapping[str, object], name: str) -> list[str]:
+    """A required, non-empty list of strings."""
+    values = text_list_field(inputs, name)
+    if not values:
+        raise VectorFormatError(f"input.{name} must be a non-empty list of strings")
+    return values

@@ -18,7 +18,6 @@ from appintegrity.apple.receipt import verify_receipt
 from appintegrity.cli.vectors import (
     VectorFormatError,
     app_id_field,
-    optional_text_field,
     text_field,
     text_list_field,
 )
@@ -31,7 +30,7 @@ def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     attestation = text_field(inputs, "attestation")
     key_id = text_field(inputs, "key_id")
     app_id = app_id_field(inputs)
-    environment_text = optional_text_field(inputs, "environment") or Environment.PRODUCTION
+    environment_text = text_field(inputs, "environment")
     try:
         environment = Environment(environment_text)
     except ValueError:

@@ -1,8 +1,9 @@
 """The ``apple-receipt`` vector kind: validate an App Attest receipt at ``verify_at``.
 
-Input: ``receipt`` (standard base64), and optionally ``app_id``, ``public_key`` (PEM) and
-``trust_roots_pem`` (test CAs replacing Apple Root CA - G3). The conclusion spells fields as the
-vectors' ``expect`` does: times in ISO 8601 UTC, ``client_hash`` in standard base64.
+Input: ``receipt`` (standard base64), ``app_id`` and ``public_key`` (the attested key) the receipt
+must name, and optionally ``trust_roots_pem`` (test CAs replacing Apple Root CA - G3). The
+conclusion spells fields as the vectors' ``expect`` does: times in ISO 8601 UTC, ``client_hash``
+in standard base64.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ from appintegrity.encoding import b64_encode
 def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     """Verify the vector's receipt; raise ``AppleVerificationError`` when it does not check out."""
     receipt_text = text_field(inputs, "receipt")
-    app_id = None if inputs.get("app_id") is None else app_id_field(inputs)
-    public_key = (
-        None if inputs.get("public_key") is None else public_key_field(inputs, "public_key")
-    )
+    app_id = app_id_field(inputs)
+    public_key = public_key_field(inputs, "public_key")
     roots_pem = text_list_field(inputs, "trust_roots_pem")
 
     roots = None if roots_pem is None else [_certificate(pem) for pem in roots_pem]

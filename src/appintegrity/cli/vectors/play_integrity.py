@@ -1,11 +1,12 @@
 """The ``play-integrity`` vector kind: decrypt, verify and judge a token at ``verify_at``.
 
 Input: ``token``, ``decryption_key``, ``verification_key`` (Play Console base64), ``package_name``,
-one of ``request_hash`` / ``nonce``, optionally ``certificate_digests`` and ``max_age_seconds``
-(default 300). "Valid" is the README's definition: recognized by Play, device integrity or better,
-licensed, bound, fresh, this package and certificate. Those failures raise the first reason in the
-README's order. The opt-in signals (Play Protect, app access, device activity) are judged by the
-default policy too, but only shape ``decision`` (``limit``), never validity.
+one of ``request_hash`` / ``nonce``, ``certificate_digests`` (a non-empty list) and
+``max_age_seconds``, all required: no vector is "valid" without a check the format names. "Valid"
+is the README's definition: recognized by Play, device integrity or better, licensed, bound,
+fresh, this package and certificate. Those failures raise the first reason in the README's order.
+The opt-in signals (Play Protect, app access, device activity) are judged by the default policy
+too, but only shape ``decision`` (``limit``), never validity.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from appintegrity.cli.vectors import (
     VectorFormatError,
     int_field,
     optional_text_field,
+    required_text_list_field,
     text_field,
-    text_list_field,
 )
 from appintegrity.errors import ConfigError, GoogleVerificationError
 from appintegrity.google.policy import Decision, PlayIntegrityPolicy, evaluate_verdict
 from appintegrity.google.token import PlayIntegrityKeys, decode_token_locally
 from appintegrity.google.verdict import IntegrityVerdict
-
-DEFAULT_MAX_AGE_SECONDS = 300
 
 
 def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
@@ -38,12 +37,8 @@ def run(inputs: Mapping[str, object], verify_at: datetime) -> dict[str, object]:
     nonce = optional_text_field(inputs, "nonce")
     if (request_hash is None) == (nonce is None):
         raise VectorFormatError("input needs exactly one of request_hash and nonce")
-    digests = text_list_field(inputs, "certificate_digests") or []
-    max_age = (
-        int_field(inputs, "max_age_seconds")
-        if inputs.get("max_age_seconds") is not None
-        else DEFAULT_MAX_AGE_SECONDS
-    )
+    digests = required_text_list_field(inputs, "certificate_digests")
+    max_age = int_field(inputs, "max_age_seconds", minimum=0)
     try:
         keys = PlayIntegrityKeys.from_base64(decryption_key, verification_key)
         policy = PlayIntegrityPolicy(

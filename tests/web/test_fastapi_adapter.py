@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 
 from appintegrity.tokens import AppTokenClaims
-from appintegrity.web import Mode, Protector, RoutePolicy
+from appintegrity.web import Mode, Protector, RoutePolicy, StoreTokenConsumer
 from appintegrity.web.fastapi import install, require_app_token
 
 
@@ -112,3 +112,45 @@ def test_install_answers_refusals_with_the_error_body_every_adapter_uses(world: 
         "error": {"code": "token.missing", "message": "the X-App-Integrity header is missing"}
     }
     assert response.headers["content-type"] == "application/json"
+
+
+def _redeem_app(protector: Protector, *, install_first: bool) -> FastAPI:
+    app = FastAPI()
+    if install_first:
+        install(app, protector)
+
+    @app.post("/redeem")
+    async def redeem(
+        claims: Annotated[
+            AppTokenClaims | None,
+            Depends(require_app_token(RoutePolicy(require_limited_use=True))),
+        ],
+    ) -> dict[str, bool]:
+        return {"ok": True}
+
+    if not install_first:
+        install(app, protector)
+    return app
+
+
+def test_a_route_declared_before_install_is_checked_by_install(world: World) -> None:
+    protector = world.protector()
+    protector.consumer = None
+    with pytest.raises(ValueError, match="no consumer"):
+        _redeem_app(protector, install_first=False)
+
+
+def test_a_route_declared_after_install_is_checked_when_the_app_starts(world: World) -> None:
+    protector = world.protector()
+    protector.consumer = StoreTokenConsumer(world.store, leeway_seconds=0)  # < leeway 30 s
+    app = _redeem_app(protector, install_first=True)
+    with pytest.raises(ValueError, match="leeway"), TestClient(app):
+        pass
+
+
+def test_an_app_started_without_lifespan_checks_the_policy_on_first_use(world: World) -> None:
+    protector = world.protector()
+    protector.consumer = None
+    client = TestClient(_redeem_app(protector, install_first=True))  # no `with`: no lifespan
+    with pytest.raises(ValueError, match="no consumer"):
+        client.post("/redeem", headers={HEADER: world.token(limited_use=True)})

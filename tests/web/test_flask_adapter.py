@@ -10,7 +10,7 @@ from flask import Flask, g, jsonify
 from flask.typing import ResponseReturnValue
 from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 
-from appintegrity.web import Mode, Protector
+from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.flask import AppIntegrity
 
 
@@ -82,3 +82,30 @@ def test_one_extension_on_two_apps_keeps_each_apps_protector(world: World) -> No
 
     assert enforcing.test_client().get("/x").status_code == 401
     assert monitoring.test_client().get("/x").status_code == 200
+
+
+def test_an_app_factory_checks_policies_decorated_before_init_app(world: World) -> None:
+    integrity = AppIntegrity()
+    app = Flask(__name__)
+
+    @app.post("/redeem")
+    @integrity.protect(RoutePolicy(require_limited_use=True))
+    def redeem() -> ResponseReturnValue:
+        return jsonify({"ok": True})
+
+    protector = world.protector()
+    protector.consumer = None
+    with pytest.raises(ValueError, match="no consumer"):
+        integrity.init_app(app, protector)
+
+
+def test_a_policy_decorated_after_init_app_is_checked_with_every_apps_protector(
+    world: World,
+) -> None:
+    integrity = AppIntegrity()
+    without_consumer = world.protector()
+    without_consumer.consumer = None
+    integrity.init_app(Flask("with"), world.protector())
+    integrity.init_app(Flask("without"), without_consumer)
+    with pytest.raises(ValueError, match="no consumer"):
+        integrity.protect(RoutePolicy(require_limited_use=True))

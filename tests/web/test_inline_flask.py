@@ -12,7 +12,8 @@ from flask import Flask, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from inline_support import BODY, CASES, MAX_BODY, ROUTES, Case, Rig, run_case
 
-from appintegrity.web import Mode
+from appintegrity.errors import ConfigError
+from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.flask import AppIntegrity
 from appintegrity.web.inline import DeviceProof, InlineProtector
 
@@ -108,3 +109,16 @@ def test_init_app_with_an_inline_protector(rig: Rig) -> None:
     ok = client.post("/buy", headers=rig.play_headers(), data=BODY)
     assert ok.get_json() == {"platform": "android"}
     assert client.post("/buy", data=BODY).get_json()["error"]["code"] == "token.missing"
+
+
+def test_an_app_factory_refuses_a_header_binding_decorated_before_init_app(rig: Rig) -> None:
+    integrity = AppIntegrity()
+    app = Flask("factory")
+
+    @app.post("/bound")
+    @integrity.protect(RoutePolicy(binding_header="Authorization"))
+    def bound() -> ResponseReturnValue:
+        return jsonify({"platform": g.app_integrity.platform})
+
+    with pytest.raises(ConfigError, match="bind"):
+        integrity.init_app(app, rig.protector())

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
 from appintegrity.errors import ConfigError
@@ -42,7 +43,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _POLICY_ATTRIBUTE = "app_integrity_policy"
 _DONE_ATTRIBUTE = "_app_integrity_verdict"
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 AnyProtector = Protector | InlineProtector
 _configured: tuple[object, AnyProtector, RouteTable] | None = None
 
@@ -86,8 +87,28 @@ def configured() -> tuple[AnyProtector, RouteTable]:
         else:
             protector = protector_from_mapping(options)
         routes = route_table(routes_from_mapping(options.get("ROUTES")), None, protector.validate)
+        for policy in _decorated_policies():
+            protector.validate(policy)
         _configured = (options, protector, routes)
     return protector, routes
+
+
+def _decorated_policies() -> list[RoutePolicy]:
+    """The policies of the ``@protect`` views the URLconf serves, to check at configuration
+    (a decorated view the URLconf does not name is checked on its first call)."""
+    if getattr(settings, "ROOT_URLCONF", None) is None:
+        return []
+    found: list[RoutePolicy] = []
+    stack = list(get_resolver().url_patterns)
+    while stack:
+        entry = stack.pop()
+        if isinstance(entry, URLResolver):
+            stack.extend(entry.url_patterns)
+            continue
+        policy = getattr(entry.callback, _POLICY_ATTRIBUTE, None)
+        if isinstance(policy, RoutePolicy):
+            found.append(policy)
+    return found
 
 
 def _label(request: HttpRequest) -> str:
@@ -141,8 +162,9 @@ def _respond(request: HttpRequest, verdict: Verdict | InlineVerdict) -> HttpResp
     return None
 
 
-def _check(request: HttpRequest, policy: RoutePolicy, label: str) -> HttpResponse | None:
-    protector, _ = configured()
+def _check(
+    request: HttpRequest, protector: AnyProtector, policy: RoutePolicy, label: str
+) -> HttpResponse | None:
     if isinstance(protector, InlineProtector):
         return _respond(request, _inline_verdict(request, protector, policy, label))
     token, binding = _inputs(request, protector, policy)
@@ -168,19 +190,32 @@ class AppIntegrityMiddleware:
         view_kwargs: dict[str, Any],
     ) -> HttpResponse | None:
         policy: RoutePolicy | None = getattr(view_func, _POLICY_ATTRIBUTE, None)
+        protector, routes = configured()
         label = _label(request)
         if policy is None:
-            _, routes = configured()
             match = routes.match(request.method or "GET", request.path_info)
             if match is None:
                 return None
             label, policy = match
-        return _check(request, policy, label)
+        return _check(request, protector, policy, label)
 
 
 def protect(policy: RoutePolicy | None = None) -> Callable[[F], F]:
-    """Decorate a view (sync or async) with a policy."""
+    """Decorate a view (sync or async) with a policy.
+
+    The policy is checked with the configured protector when the configuration is built (for
+    the views the URLconf serves) or on the view's first call, whichever comes first.
+    """
     chosen = policy or DEFAULT_POLICY
+    checked: AnyProtector | None = None
+
+    def protector_for_view() -> AnyProtector:
+        nonlocal checked
+        protector, _ = configured()
+        if protector is not checked:
+            protector.validate(chosen)
+            checked = protector
+        return protector
 
     def decorate(view: F) -> F:
         if asyncio.iscoroutinefunction(view):
@@ -188,10 +223,12 @@ def protect(policy: RoutePolicy | None = None) -> Callable[[F], F]:
             @functools.wraps(view)
             async def protected_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 if getattr(request, _DONE_ATTRIBUTE, None) is None:
-                    protector, _ = configured()
+                    protector = protector_for_view()
                     if isinstance(protector, InlineProtector):
                         # The store runs on the verifier's own loop: wait for it off this one.
-                        refused = await asyncio.to_thread(_check, request, chosen, _label(request))
+                        refused = await asyncio.to_thread(
+                            _check, request, protector, chosen, _label(request)
+                        )
                         if refused is not None:
                             return refused
                         return await view(request, *args, **kwargs)
@@ -211,7 +248,7 @@ def protect(policy: RoutePolicy | None = None) -> Callable[[F], F]:
         def protected(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             # The middleware already checked this request with this view's policy.
             if getattr(request, _DONE_ATTRIBUTE, None) is None:
-                refused = _check(request, chosen, _label(request))
+                refused = _check(request, protector_for_view(), chosen, _label(request))
                 if refused is not None:
                     return refused
             return view(request, *args, **kwargs)

@@ -15,12 +15,15 @@ adapter answers; without, FastAPI's own handler answers the same status and head
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from appintegrity.tokens import AppTokenClaims
 from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
@@ -53,10 +56,43 @@ async def _handle_refusal(request: Request, exc: Exception) -> Response:
     return refusal_response(exc.verdict)
 
 
+_POLICY_ATTRIBUTE = "app_integrity_policy"
+
+
+def _policies(routes: Iterable[BaseRoute]) -> Iterator[RoutePolicy]:
+    """The policies of the ``require_app_token`` dependencies (without a protector of their
+    own) that ``routes`` use, however deep in sub-dependencies."""
+    for route in routes:
+        dependant = getattr(route, "dependant", None)
+        stack = [dependant] if dependant is not None else []
+        while stack:
+            current = stack.pop()
+            stack.extend(current.dependencies)
+            policy = getattr(current.call, _POLICY_ATTRIBUTE, None)
+            if isinstance(policy, RoutePolicy):
+                yield policy
+
+
 def install(app: Starlette, protector: Protector) -> None:
-    """Make ``protector`` the app's default and answer refusals as ``{"error": ...}`` JSON."""
+    """Make ``protector`` the app's default and answer refusals as ``{"error": ...}`` JSON.
+
+    Every route's ``require_app_token`` policy is checked with ``protector`` (``ValueError``
+    when it cannot be served): those declared so far now, the rest when the app starts.
+    """
+    for policy in _policies(app.routes):
+        protector.validate(policy)
     app.state.app_integrity = protector
     app.add_exception_handler(AppIntegrityRefused, _handle_refusal)
+    serve = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: Any) -> AsyncIterator[Any]:
+        for policy in _policies(app.routes):
+            protector.validate(policy)
+        async with serve(target) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def require_app_token(
@@ -66,11 +102,18 @@ def require_app_token(
     chosen = policy or DEFAULT_POLICY
     if protector is not None:
         protector.validate(chosen)
+    # The installed protector this policy was last checked with (an app served without its
+    # lifespan never ran the start-up check, so the first request makes it).
+    checked = protector
 
     async def app_token(request: Request) -> AppTokenClaims | None:
         active = protector or getattr(request.app.state, "app_integrity", None)
         if not isinstance(active, Protector):
             raise RuntimeError("call appintegrity.web.fastapi.install(app, protector) first")
+        nonlocal checked
+        if active is not checked:
+            active.validate(chosen)
+            checked = active
         route = request.scope.get("route")
         label = getattr(route, "path", None) or request.url.path
         binding_value = (
@@ -87,4 +130,6 @@ def require_app_token(
         request.state.app_integrity = verdict.claims
         return verdict.claims
 
+    if protector is None:
+        setattr(app_token, _POLICY_ATTRIBUTE, chosen)
     return app_token

@@ -32,10 +32,16 @@ AnyProtector = Protector | InlineProtector
 
 class AppIntegrity:
     """The Flask extension. Each app keeps its own protector (in ``app.extensions``), so one
-    extension object shared by an app factory never lets one app's settings leak into another's."""
+    extension object shared by an app factory never lets one app's settings leak into another's.
+
+    Every ``protect`` policy is checked with every app's protector at start-up: when it is
+    decorated, for the apps initialised by then, and by ``init_app`` for those decorated before.
+    """
 
     def __init__(self, app: Flask | None = None, protector: AnyProtector | None = None) -> None:
         self.protector = protector
+        self._policies: list[RoutePolicy] = []
+        self._protectors: list[AnyProtector] = []
         if app is not None:
             self.init_app(app, protector)
 
@@ -43,8 +49,12 @@ class AppIntegrity:
         chosen = protector or self.protector
         if chosen is None:
             raise ValueError("AppIntegrity needs a Protector or an InlineProtector")
+        for policy in self._policies:
+            chosen.validate(policy)
         if self.protector is None:
             self.protector = chosen
+        if all(known is not chosen for known in self._protectors):
+            self._protectors.append(chosen)
         app.extensions[EXTENSION_KEY] = chosen
 
     def _protector(self) -> AnyProtector:
@@ -56,8 +66,9 @@ class AppIntegrity:
     def protect(self, policy: RoutePolicy | None = None) -> Callable[[F], F]:
         """Decorate a view: refuse it (JSON 401/403/409/413/503) unless the check passes."""
         chosen = policy or DEFAULT_POLICY
-        if self.protector is not None:
-            self.protector.validate(chosen)
+        for protector in self._protectors:
+            protector.validate(chosen)
+        self._policies.append(chosen)
 
         def decorate(view: F) -> F:
             @functools.wraps(view)

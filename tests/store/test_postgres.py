@@ -47,7 +47,7 @@ def test_url_parameters_are_ours_or_libpq_s() -> None:
     )
     assert isinstance(store, PostgresStore)
     assert store.schema == "tenant_1"
-    for bad in ("schema=x;drop", "pool_max=many"):
+    for bad in ("schema=x;drop", "pool_max=many", "no_such_libpq_parameter=1"):
         with pytest.raises(ConfigError):
             open_store(f"postgresql://u@127.0.0.1/db?{bad}")
 
@@ -116,3 +116,48 @@ def test_schema_names_are_lower_case_identifiers() -> None:
             open_store(f"postgresql://u@127.0.0.1/db?schema={bad}")
         with pytest.raises(ConfigError, match="invalid PostgreSQL schema name"):
             PostgresStore("postgresql://u@127.0.0.1/db", schema=bad)
+
+
+async def _show(store: object, setting: str) -> str:
+    assert isinstance(store, PostgresStore)
+    row = await store._fetchone(f"SHOW {setting}")
+    assert row is not None
+    return str(row[0])
+
+
+async def test_libpq_parameters_reach_the_server_unchanged_beside_the_schema(
+    pg_isolated: str,
+) -> None:
+    """``schema=`` adds to the user's ``options`` instead of replacing them, and the URL's other
+    parameters reach libpq as written: ``%20`` is a space and ``+`` a plus sign, as libpq
+    reads them."""
+    url = (
+        f"{pg_isolated}&application_name=store%20test+plus%2B"
+        "&options=-c%20statement_timeout%3D1234%20-c%20lock_timeout%3D567"
+    )
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    try:
+        await store.migrate()
+        assert await _show(store, "application_name") == "store test+plus+"
+        assert await _show(store, "statement_timeout") == "1234ms"
+        assert await _show(store, "lock_timeout") == "567ms"
+        assert await _show(store, "search_path") == store.schema
+    finally:
+        await store.close()
+
+
+async def test_pgoptions_from_the_environment_are_kept_beside_the_schema(
+    pg_isolated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq ignores ``PGOPTIONS`` once ``options`` is given, so the schema's search path must
+    not push the environment's options out."""
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=4321")
+    store = open_store(pg_isolated)
+    assert isinstance(store, PostgresStore)
+    try:
+        await store.migrate()
+        assert await _show(store, "statement_timeout") == "4321ms"
+        assert await _show(store, "search_path") == store.schema
+    finally:
+        await store.close()

@@ -18,23 +18,27 @@ Guarantees:
   replaces broken connections by itself, so the store recovers when PostgreSQL is back.
 
 ``?schema=name`` in the URL puts every table in that schema (created by ``migrate()``); the name
-is lower-case letters, digits and ``_``, not starting with a digit.
+is lower-case letters, digits and ``_``, not starting with a digit. Its search path is added to
+the user's libpq ``options`` (or ``PGOPTIONS``); every other URL parameter reaches libpq as
+written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -171,9 +175,20 @@ class PostgresStore:
                 "and _ (not a digit first), at most 63 characters"
             )
         self.schema = schema
+        try:
+            given = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            # libpq's message may quote the string, password included: not repeated here.
+            raise ConfigError(
+                "invalid PostgreSQL connection string: libpq cannot parse it"
+            ) from exc
         kwargs: dict[str, Any] = {"autocommit": True}
         if schema is not None:
-            kwargs["options"] = f"-c search_path={schema}"
+            # libpq ignores PGOPTIONS once ``options`` is given: keep the user's options, from
+            # the connection string or else the environment, and add the search path.
+            theirs = given.get("options")
+            theirs = str(theirs) if theirs is not None else os.environ.get("PGOPTIONS", "")
+            kwargs["options"] = f"{theirs} -c search_path={schema}".strip()
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
             conninfo,
             kwargs=kwargs,
@@ -189,16 +204,19 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        """Parse our own query parameters (schema, pool_*) out; the rest goes to libpq."""
+        """Parse our own query parameters (schema, pool_*) out; the rest goes to libpq as
+        written (not decoded and encoded again: libpq reads ``+`` as a plus sign, not a space)."""
         parts = urlsplit(url)
         ours: dict[str, str] = {}
-        theirs: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        theirs: list[str] = []
+        for piece in parts.query.split("&"):
+            raw_name, _, raw_value = piece.partition("=")
+            name = unquote(raw_name)
             if name in ("schema", "pool_min", "pool_max", "pool_timeout"):
-                ours[name] = value
-            else:
-                theirs.append((name, value))
-        conninfo = urlunsplit(parts._replace(query=urlencode(theirs)))
+                ours[name] = unquote(raw_value)
+            elif piece:
+                theirs.append(piece)
+        conninfo = urlunsplit(parts._replace(query="&".join(theirs)))
         try:
             return cls(
                 conninfo,

@@ -78,7 +78,11 @@ class Kit:
                 "admin_key": ADMIN_KEY,
                 **server,
             },
-            "tokens": {"ttl_seconds": 600, "key_refresh_seconds": 0.2},
+            "tokens": {
+                "ttl_seconds": 600,
+                "key_refresh_seconds": 0.2,
+                "key_publish_seconds": 0.4,
+            },
             "apps": [
                 {
                     "id": IOS_APP,

@@ -35,5 +35,7 @@ def test_every_commented_optional_key_of_the_sample_loads(tmp_path: Path) -> Non
     path = tmp_path / "sample.toml"
     path.write_text(enabled)
     config = load_config(path, env={})
-    assert config.tokens.publish_delay_seconds == 10
+    # The commented value is the default: twice the 5 s refresh plus the JWKS max-age (60 s).
+    assert config.tokens.publish_delay_seconds == 70
+    assert load_config(SAMPLE, env={}).tokens.publish_delay_seconds == 70
     assert config.server.admin_key == "k" * 32

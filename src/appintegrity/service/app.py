@@ -20,7 +20,12 @@ from fastapi.responses import JSONResponse, Response
 from appintegrity import __version__
 from appintegrity.errors import AppIntegrityError, Code
 from appintegrity.service import assertions, registrations
-from appintegrity.service.config import AndroidAppConfig, IosAppConfig, ServiceConfig
+from appintegrity.service.config import (
+    JWKS_CACHE_SECONDS,
+    AndroidAppConfig,
+    IosAppConfig,
+    ServiceConfig,
+)
 from appintegrity.service.debug_tokens import create_debug_token, debug_token_limit, hash_secret
 from appintegrity.service.errors import (
     BodyLimitMiddleware,
@@ -53,7 +58,6 @@ from appintegrity.service.state import IntegrityService, iso
 from appintegrity.store.base import DebugTokenRecord, DeviceKey, Store
 from appintegrity.tokens.issuer import IssuedToken
 
-JWKS_MAX_AGE_SECONDS = 60
 MAX_KEYS_LISTED = 10_000
 log = logging.getLogger("appintegrity.service")
 
@@ -263,7 +267,7 @@ def create_app(
         return Response(
             service.keys.jwks_json,
             media_type="application/json",
-            headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"},
+            headers={"Cache-Control": f"public, max-age={JWKS_CACHE_SECONDS}"},
         )
 
     @app.get("/healthz", response_model=HealthResponse, responses=_errors(503), tags=["operations"])

@@ -46,12 +46,18 @@ class ServerConfig(_Section):
     max_debug_tokens_per_app: int = Field(20, ge=1, le=10_000)
 
 
+# How long a client may cache the JWKS (its Cache-Control max-age).
+JWKS_CACHE_SECONDS = 60
+
+
 class TokensConfig(_Section):
     ttl_seconds: int = Field(3600, ge=1, le=7 * 86400)
     audience: str | None = None  # default: the issuer
     key_refresh_seconds: float = Field(5.0, gt=0)
-    # A new signing key is published this long before it signs (default: two refreshes), so
-    # every instance's JWKS carries it before any token names it. 0 signs at once.
+    # A new signing key is published this long before it signs, so that every JWKS an API
+    # holds carries it before any token names it: every instance's (two refreshes), and the
+    # copies APIs cache (JWKS_CACHE_SECONDS: the JWKS response's max-age, also longer than the
+    # web verifier's 30 s between refetches). 0 signs at once.
     key_publish_seconds: float | None = Field(None, ge=0)
     leeway_seconds: int = Field(30, ge=0)
 
@@ -59,7 +65,7 @@ class TokensConfig(_Section):
     def publish_delay_seconds(self) -> float:
         if self.key_publish_seconds is not None:
             return self.key_publish_seconds
-        return 2 * self.key_refresh_seconds
+        return 2 * self.key_refresh_seconds + JWKS_CACHE_SECONDS
 
 
 class LimitsConfig(_Section):

@@ -21,7 +21,7 @@ challenge_ttl_seconds = 300
 [tokens]
 ttl_seconds = 3600                       # app token lifetime (per app: ttl_seconds in [[apps]])
 key_refresh_seconds = 5                  # how often each instance reloads signing keys
-# key_publish_seconds = 10               # a rotated key is published this long before it signs
+# key_publish_seconds = 70               # a rotated key is published this long before it signs
 
 [limits]                                 # requests per minute; 0 = off
 challenges_per_minute_per_ip = 120

@@ -159,3 +159,28 @@ def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as caught:
         main(["inspect", "--at", "yesterday", "AAAA"])
     assert caught.value.code == 2
+
+
+def test_a_raw_der_receipt_file_is_explained(
+    tmp_path: Path, vectors_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vector = json.loads(
+        (vectors_dir / "appattest" / "veehaitch-ios-14.2-receipt-1.json").read_text()
+    )
+    path = tmp_path / "receipt.der"
+    path.write_bytes(base64.b64decode(vector["input"]["receipt"]))
+    document = _inspect_json(capsys, str(path))
+    assert document["kind"] == "apple-receipt"
+    fields = document["fields"]
+    assert isinstance(fields, dict)
+    assert fields["app_id"] == vector["input"]["app_id"]
+    assert fields["token"] == vector["expect"]["token"]
+
+
+def test_json_nested_too_deeply_is_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"a":' * 100_000)
+    assert main(["inspect", str(path)]) == 1
+    assert "nested too deeply" in capsys.readouterr().err

@@ -155,7 +155,7 @@ def _vector(text: str | None) -> dict[str, object] | None:
         return None
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     if isinstance(document, dict) and isinstance(document.get("input"), dict):
         return document
@@ -199,6 +199,10 @@ def explain(data: bytes, *, now: datetime) -> dict[str, object]:
     text = _as_text(data)
     if text is not None and text.startswith("{"):
         return _explain_vector(text, now)
+    if data[:1] == b"\x30":
+        # A raw DER receipt (a SEQUENCE): binary, so it is not base64 text, and no App Attest
+        # object in base64 starts with "0" (receipts start "MI", CBOR maps "o").
+        return _explain_receipt(data)
     try:
         raw = object_bytes(data, "input")
     except AppIntegrityError as exc:
@@ -221,6 +225,8 @@ def _explain_vector(text: str, now: datetime) -> dict[str, object]:
         vector = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InspectError(f"looks like JSON but is not: {exc}") from exc
+    except RecursionError:
+        raise InspectError("looks like JSON but is nested too deeply to read") from None
     inputs = vector.get("input") if isinstance(vector, dict) else None
     if not isinstance(inputs, dict):
         raise InspectError("a JSON document without a vector 'input'")

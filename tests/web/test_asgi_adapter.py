@@ -11,8 +11,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
 
 from appintegrity.testing.jwks import JwksServer
@@ -121,7 +122,7 @@ def test_logs_say_why_and_never_carry_the_token(
         assert token.split(".")[2] not in record.getMessage()
 
 
-def test_websocket_and_lifespan_scopes_pass_through(world: World) -> None:
+def test_lifespan_scopes_pass_through(world: World) -> None:
     seen: list[str] = []
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -132,6 +133,56 @@ def test_websocket_and_lifespan_scopes_pass_through(world: World) -> None:
 
     asyncio.run(middleware({"type": "lifespan"}, None, None))  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+async def stream(websocket: WebSocket) -> None:
+    claims = websocket.scope.get("state", {}).get("app_integrity")
+    await websocket.accept()
+    await websocket.send_json({"sub": claims.subject if claims else None})
+    await websocket.close()
+
+
+def ws_client(protector: Protector) -> TestClient:
+    app = Starlette(
+        routes=[WebSocketRoute("/premium/stream", stream), WebSocketRoute("/open", stream)],
+        middleware=[
+            Middleware(
+                AppIntegrityMiddleware,
+                protector=protector,
+                routes={"/premium/*": RoutePolicy(), "/open": None},
+            )
+        ],
+    )
+    return TestClient(app)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {HEADER: "not-a-token"}],
+    ids=["missing", "invalid"],
+)
+def test_a_websocket_handshake_without_a_valid_token_is_closed_before_the_app_runs(
+    world: World, headers: dict[str, str]
+) -> None:
+    with pytest.raises(WebSocketDisconnect) as info:
+        with ws_client(world.protector()).websocket_connect("/premium/stream", headers=headers):
+            pass
+    assert info.value.code == 1008
+    assert world.metrics.count(route="/premium/*", action="refused") == 1
+
+
+def test_a_websocket_handshake_with_a_valid_token_gets_the_claims(world: World) -> None:
+    client = ws_client(world.protector())
+    with client.websocket_connect("/premium/stream", headers={HEADER: world.token()}) as ws:
+        assert ws.receive_json() == {"sub": SUBJECT}
+
+
+def test_websockets_pass_in_monitor_mode_and_on_open_routes(world: World) -> None:
+    with ws_client(world.protector(Mode.MONITOR)).websocket_connect("/premium/stream") as ws:
+        assert ws.receive_json() == {"sub": None}
+    with ws_client(world.protector()).websocket_connect("/open") as ws:
+        assert ws.receive_json() == {"sub": None}
+    assert world.metrics.count(route="/premium/*", reason="missing", action="allowed") == 1
 
 
 def test_a_mounted_sub_app_matches_its_routes_without_the_mount_prefix(world: World) -> None:

@@ -2,6 +2,8 @@
 
 Verified claims go to ``scope["state"]["app_integrity"]`` (Starlette's
 ``request.state.app_integrity``) and the whole verdict to ``scope["app_integrity"]``.
+HTTP requests and WebSocket handshakes are checked; a refused handshake is closed with code
+1008 (policy violation) before the app sees it.
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ async def send_refusal(send: Send, verdict: Refusal) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# RFC 6455 §7.4.1: the endpoint refuses a message (here, a handshake) that violates its policy.
+WEBSOCKET_POLICY_VIOLATION = 1008
+
+
 class AppIntegrityMiddleware:
-    """Checks the app token on the routes ``routes`` protects (all routes when omitted)."""
+    """Checks the app token on the routes ``routes`` protects (all routes when omitted), for
+    HTTP requests and WebSocket handshakes (matched as the GET request they are)."""
 
     def __init__(
         self,
@@ -73,10 +80,15 @@ class AppIntegrityMiddleware:
         self._header = protector.header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "http":
+            method = scope["method"]
+        elif kind == "websocket":
+            method = "GET"  # RFC 6455 §4.1: the opening handshake is a GET request
+        else:
             await self.app(scope, receive, send)
             return
-        match = self.routes.match(scope["method"], route_path(scope))
+        match = self.routes.match(method, route_path(scope))
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -95,7 +107,17 @@ class AppIntegrityMiddleware:
             token, policy, route=route, binding_value=binding_value
         )
         if not verdict.allowed:
-            await send_refusal(send, verdict)
+            if kind == "websocket":
+                reason = str(verdict.error.code) if verdict.error is not None else ""
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": WEBSOCKET_POLICY_VIOLATION,
+                        "reason": reason,
+                    }
+                )
+            else:
+                await send_refusal(send, verdict)
             return
         scope["app_integrity"] = verdict
         state = scope.get("state")

@@ -161,6 +161,28 @@ def test_a_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert caught.value.code == 2
 
 
+PLAY_VECTOR = Path(__file__).parent / "google" / "vectors" / "valid-standard.json"
+PLAY_TOKEN: str = json.loads(PLAY_VECTOR.read_text())["input"]["token"]
+
+
+@pytest.mark.parametrize("field", ["decryption_key", "verification_key"])
+def test_a_play_vector_whose_key_is_not_text_exits_1_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    vector = json.loads(PLAY_VECTOR.read_text())
+    vector["input"][field] = 12345
+    path = tmp_path / "play.json"
+    path.write_text(json.dumps(vector))
+    assert main(["inspect", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"error: the vector's input.{field} must be a base64 string\n"
+    assert main(["inspect", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "error": f"the vector's input.{field} must be a base64 string",
+        "reason": None,
+    }
+
+
 def test_a_raw_der_receipt_file_is_explained(
     tmp_path: Path, vectors_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,6 +197,39 @@ def test_a_raw_der_receipt_file_is_explained(
     assert isinstance(fields, dict)
     assert fields["app_id"] == vector["input"]["app_id"]
     assert fields["token"] == vector["expect"]["token"]
+
+
+def test_a_der_receipt_file_that_does_not_parse_names_the_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "receipt.der"
+    path.write_bytes(b"\x30\x82\x01\x00" + b"\xff" * 8)
+    assert main(["inspect", str(path), "--json"]) == 1
+    failure = json.loads(capsys.readouterr().out)
+    assert failure["error"].startswith("receipt: ")
+    assert failure["reason"] == "apple.receipt_invalid"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["garbage"], "apple.malformed"),
+        ([base64.b64encode(b"\xa1\x01\x02").decode()], None),
+        (["aaaa.bbbb.cccc.dddd.eeee"], "google.malformed"),
+        ([str(PLAY_VECTOR), "--verification-key", "bad!"], "config.invalid"),
+        ([PLAY_TOKEN, "--decryption-key", "AAAA"], None),
+    ],
+    ids=["app-attest", "app-attest-no-code", "play", "play-bad-key", "play-one-key"],
+)
+def test_json_failures_have_one_shape_on_stdout(
+    capsys: pytest.CaptureFixture[str], args: list[str], reason: str | None
+) -> None:
+    assert main(["inspect", *args, "--json"]) == 1
+    captured = capsys.readouterr()
+    failure = json.loads(captured.out)
+    assert failure == {"error": failure["error"], "reason": reason}
+    assert failure["error"]
+    assert captured.err == ""
 
 
 def test_json_nested_too_deeply_is_not_a_traceback(

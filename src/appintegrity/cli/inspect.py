@@ -6,6 +6,8 @@ here; the certificate chain is checked against Apple's root, for information, at
 default a vector file's ``verify_at``, else now). A Play Integrity token (a compact JWE: five
 dot-separated parts), or a ``play-integrity`` vector file, is decrypted and shown by
 ``appintegrity.cli.inspect_play_integrity`` with the keys given (a vector's own by default).
+Input that cannot be explained exits 1: with ``--json`` the failure is
+``{"error": "<message>", "reason": "<code>" or null}`` on stdout, whatever the platform.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from appintegrity.apple.certificates import ChainVerifier, apple_app_attestation
 from appintegrity.apple.keys import public_key_point
 from appintegrity.apple.receipt import parse_receipt
 from appintegrity.cli.inspect_play_integrity import explain as explain_play_integrity
+from appintegrity.cli.inspect_play_integrity import failure
 from appintegrity.errors import AppIntegrityError
 
 _JWE = re.compile(r"\A[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*){4}\Z")
@@ -60,7 +63,12 @@ _FLAG_NAMES = [
 
 
 class InspectError(Exception):
-    """The input cannot be explained; the message says why (exit status 1)."""
+    """The input cannot be explained; the message says why (exit status 1), and ``reason`` is
+    the stable code of the underlying error when there is one."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,25 +103,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
-        data = _read_source(args.source)
+        return _run(args)
     except InspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # The same shape as a Play Integrity failure: with --json on stdout, else on stderr.
+        if args.json:
+            print(failure(exc.reason, str(exc), as_json=True))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    data = _read_source(args.source)
     text = _as_text(data)
     if text is not None and _JWE.match(text):
         return _play_integrity(text, args)
     vector = _play_integrity_vector(text)
     if vector is not None:
-        args.decryption_key = args.decryption_key or vector.get("decryption_key")
-        args.verification_key = args.verification_key or vector.get("verification_key")
+        args.decryption_key = args.decryption_key or _vector_key(vector, "decryption_key")
+        args.verification_key = args.verification_key or _vector_key(vector, "verification_key")
         return _play_integrity(str(vector["token"]), args)
-    try:
-        document = explain(data, now=args.at or _vector_time(text) or datetime.now(UTC))
-    except InspectError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc)}))
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    document = explain(data, now=args.at or _vector_time(text) or datetime.now(UTC))
     print(json.dumps(document, indent=2) if args.json else render(document))
     return 0
 
@@ -183,6 +193,14 @@ def _play_integrity_vector(text: str | None) -> dict[str, object] | None:
     return None
 
 
+def _vector_key(inputs: dict[str, object], name: str) -> str | None:
+    """A Play Console key from a vector's input: base64 text, or absent."""
+    value = inputs.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InspectError(f"the vector's input.{name} must be a base64 string")
+    return value
+
+
 def _play_integrity(token: str, args: argparse.Namespace) -> int:
     status, output = explain_play_integrity(
         token,
@@ -190,7 +208,7 @@ def _play_integrity(token: str, args: argparse.Namespace) -> int:
         verification_key=args.verification_key,
         as_json=args.json,
     )
-    print(output, file=sys.stdout if status == 0 else sys.stderr)
+    print(output, file=sys.stdout if status == 0 or args.json else sys.stderr)
     return int(status)
 
 
@@ -206,13 +224,15 @@ def explain(data: bytes, *, now: datetime) -> dict[str, object]:
     try:
         raw = object_bytes(data, "input")
     except AppIntegrityError as exc:
-        raise InspectError("not base64 and not CBOR: nothing App Attest can read") from exc
+        raise InspectError(
+            "not base64 and not CBOR: nothing App Attest can read", exc.code
+        ) from exc
     if raw[:1] == b"\x30":
         return _explain_receipt(raw)
     try:
         value = decode_cbor(raw, "input")
     except AppIntegrityError as exc:
-        raise InspectError(f"not an App Attest object: {exc.message}") from exc
+        raise InspectError(f"not an App Attest object: {exc.message}", exc.code) from exc
     if isinstance(value, dict) and "fmt" in value:
         return _explain_attestation(raw, now)
     if isinstance(value, dict) and "authenticatorData" in value:
@@ -240,7 +260,7 @@ def _explain_attestation(raw: bytes, now: datetime) -> dict[str, object]:
     try:
         parsed = parse_attestation_object(raw)
     except AppIntegrityError as exc:
-        raise InspectError(f"attestation object: {exc.message} ({exc.code})") from exc
+        raise InspectError(f"attestation object: {exc.message} ({exc.code})", exc.code) from exc
     certificates: list[dict[str, object]] = []
     leaf: x509.Certificate | None = None
     for index, der in enumerate(parsed.x5c):
@@ -275,7 +295,7 @@ def _explain_assertion(raw: bytes) -> dict[str, object]:
     try:
         parsed = parse_assertion(raw)
     except AppIntegrityError as exc:
-        raise InspectError(f"assertion: {exc.message} ({exc.code})") from exc
+        raise InspectError(f"assertion: {exc.message} ({exc.code})", exc.code) from exc
     return {
         "kind": "apple-assertion",
         "signature": {"der_hex": parsed.signature.hex(), "length": len(parsed.signature)},
@@ -364,7 +384,7 @@ def _explain_receipt(raw: bytes) -> dict[str, object]:
     try:
         parsed = parse_receipt(raw)
     except AppIntegrityError as exc:
-        raise InspectError(f"receipt: {exc.message} ({exc.code})") from exc
+        raise InspectError(f"receipt: {exc.message} ({exc.code})", exc.code) from exc
     return {
         "kind": "apple-receipt",
         "size": len(raw),

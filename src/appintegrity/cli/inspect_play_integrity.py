@@ -13,7 +13,7 @@ from appintegrity.errors import ConfigError, GoogleVerificationError
 from appintegrity.google.token import PlayIntegrityKeys, decode_token_locally, read_jwe_header
 from appintegrity.google.verdict import IntegrityVerdict
 
-__all__ = ["explain"]
+__all__ = ["explain", "failure"]
 
 _NO_KEYS_HINT = (
     "The verdict is encrypted. Give the Play Console response keys (decryption and verification) "
@@ -35,14 +35,15 @@ def explain(
         if decryption_key is None and verification_key is None:
             return 0, _header_only(header, as_json)
         if decryption_key is None or verification_key is None:
-            return 1, "error: give both the decryption key and the verification key"
+            message = "give both the decryption key and the verification key"
+            return 1, failure(None, message, as_json)
         keys = PlayIntegrityKeys.from_base64(decryption_key, verification_key)
         payload = decode_token_locally(token, keys)
         verdict = IntegrityVerdict.from_payload(payload)
     except GoogleVerificationError as exc:
-        return 1, _failure(exc.reason, exc.message, as_json)
+        return 1, failure(exc.reason, exc.message, as_json)
     except ConfigError as exc:
-        return 1, _failure(exc.code, exc.message, as_json)
+        return 1, failure(exc.code, exc.message, as_json)
     if as_json:
         document = {
             "kind": "play-integrity",
@@ -55,11 +56,13 @@ def explain(
     return 0, _describe(verdict, header)
 
 
-def _failure(code: str, message: str, as_json: bool) -> str:
+def failure(reason: str | None, message: str, as_json: bool) -> str:
+    """What ``inspect`` prints when it cannot explain its input, for App Attest objects too:
+    ``{"error": message, "reason": code or null}`` (on stdout) with ``--json``, else a line
+    for stderr."""
     if as_json:
-        return json.dumps({"kind": "play-integrity", "verified": False, "reason": code,
-                           "message": message}, indent=2)  # fmt: skip
-    return f"error: {code}: {message}"
+        return json.dumps({"error": message, "reason": reason}, indent=2)
+    return f"error: {reason}: {message}" if reason else f"error: {message}"
 
 
 def _header_only(header: dict[str, object], as_json: bool) -> str:

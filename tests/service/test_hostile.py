@@ -137,6 +137,12 @@ def test_unknown_route_and_method_are_json(service: Service) -> None:
         405,
         "request.method_not_allowed",
     )
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_healthz_answers_head_as_load_balancers_probe(service: Service) -> None:
+    response = service.client.head("/healthz")
+    assert (response.status_code, response.content) == (200, b"")
 
 
 @settings(

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         env["APPINTEGRITY_SERVER__HOST"] = args.host
     if args.port is not None:
         env["APPINTEGRITY_SERVER__PORT"] = str(args.port)
+    from appintegrity.service.server import configure_logging
+
+    configure_logging(args.log_level)  # before the check below logs its warnings
     try:
         config = load_config(path, env=env)
         # Build once here so configuration mistakes (bad keys, policies) exit 2, not at startup.

@@ -270,7 +270,13 @@ def create_app(
             headers={"Cache-Control": f"public, max-age={JWKS_CACHE_SECONDS}"},
         )
 
-    @app.get("/healthz", response_model=HealthResponse, responses=_errors(503), tags=["operations"])
+    @app.api_route(
+        "/healthz",
+        methods=["GET", "HEAD"],  # load balancers probe with either
+        response_model=HealthResponse,
+        responses=_errors(503),
+        tags=["operations"],
+    )
     async def healthz() -> Response:
         """200 when the store answers; 503 ``store.unavailable`` otherwise."""
         await service.store.ping()

@@ -189,9 +189,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(ROUTE_NOT_FOUND, f"no route {request.url.path}")
         if exc.status_code == 405:
-            return error_response(
+            response = error_response(
                 METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}"
             )
+            if exc.headers and "Allow" in exc.headers:  # RFC 9110 §15.5.6: name the methods
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         if exc.status_code == 413:
             return error_response(Code.REQUEST_TOO_LARGE, "request body too large")
         return error_response(Code.REQUEST_INVALID, str(exc.detail), exc.status_code)

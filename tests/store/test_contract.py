@@ -200,6 +200,17 @@ async def test_list_keys_newest_first_filtered_and_limited(store: Store) -> None
     assert [k.key_id for k in await store.list_keys("app.one")] == [keys[3].key_id, keys[1].key_id]
     assert [k.key_id for k in await store.list_keys(limit=2)] == [keys[4].key_id, keys[3].key_id]
     assert await store.list_keys("app.none") == []
+    assert [k.key_id for k in await store.list_keys("app.two", limit=1)] == [keys[4].key_id]
+
+
+@pytest.mark.parametrize("limit", [0, -1, -1000])
+async def test_list_keys_refuses_a_limit_below_one(store: Store, limit: int) -> None:
+    """Every backend alike: no "0 means all" (Redis, SQLite's -1) and no backend error
+    (PostgreSQL refuses a negative LIMIT)."""
+    await store.add_key(device_key(app_id="app.one"))
+    for app_id in (None, "app.one"):
+        with pytest.raises(ValueError, match="limit must be at least 1"):
+            await store.list_keys(app_id, limit)
 
 
 async def test_update_receipt(store: Store) -> None:

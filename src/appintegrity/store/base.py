@@ -150,7 +150,7 @@ class Store(Protocol):
         ...
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
-        """Keys, newest first."""
+        """Keys, newest first, at most ``limit``; ``ValueError`` if ``limit`` is below 1."""
         ...
 
     async def update_receipt(

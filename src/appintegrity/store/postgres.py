@@ -384,6 +384,8 @@ class PostgresStore:
         return count == 1
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
         if app_id is None:
             rows = await self._fetchall(
                 SELECT_KEYS + " ORDER BY created_at DESC, seq DESC LIMIT %s", (limit,)

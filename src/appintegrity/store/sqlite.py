@@ -333,6 +333,9 @@ class SQLiteStore:
         return await self._run(update)
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if app_id is None:
                 return conn.execute(

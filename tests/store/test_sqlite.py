@@ -230,3 +230,19 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     # The refresh query is served by the (app_id, receipt_updated_at) index, not a scan.
     assert any("device_keys_app_receipt_updated_at" in str(row) for row in plan), plan
+
+
+async def test_a_directory_that_cannot_be_created_raises_store_unavailable(tmp_path: Path) -> None:
+    """A path under a regular file: the directory cannot be made. Fail closed with the path in
+    the message, as for a file that cannot be opened, not with a bare OSError."""
+    (tmp_path / "a-file").write_text("not a directory")
+    path = tmp_path / "a-file" / "data" / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        for call in (store.migrate, store.ping):
+            with pytest.raises(StoreUnavailableError) as caught:
+                await call()
+            assert caught.value.status == 503
+            assert str(path) in caught.value.message
+    finally:
+        await store.close()

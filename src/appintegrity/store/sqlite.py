@@ -16,8 +16,8 @@ Guarantees:
   connection, so in-process calls are also serialised without extra locking.
 
 Times are stored as integer microseconds since the epoch (UTC) and returned as aware datetimes.
-A backend error (locked for longer than the busy timeout, unreadable file, full disk) raises
-``StoreUnavailableError`` so the service fails closed.
+A backend error (locked for longer than the busy timeout, unreadable file, full disk, a directory
+that cannot be created) raises ``StoreUnavailableError`` so the service fails closed.
 """
 
 from __future__ import annotations
@@ -148,7 +148,13 @@ class SQLiteStore:
         """The connection, opened (and migrated) on first use; only ever touched by our thread."""
         if self._conn is None:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    reason = exc.strerror or type(exc).__name__
+                    raise StoreUnavailableError(
+                        f"SQLite store {self.path!r}: cannot create its directory ({reason})"
+                    ) from exc
             conn = sqlite3.connect(
                 self.path,
                 timeout=self._busy_timeout_ms / 1000,

@@ -103,6 +103,34 @@ def test_nonce_binding_for_classic_requests(
     assert missing.reasons == ("google.nonce_mismatch",)
 
 
+@pytest.mark.parametrize(
+    ("binding", "reason"),
+    [
+        # In the token: JSON text can escape a lone UTF-16 surrogate, which UTF-8 cannot encode.
+        ({"token_hash": "\ud800" + REQUEST_HASH[1:]}, "google.request_hash_mismatch"),
+        (
+            {
+                "request_hash": None,
+                "nonce": NONCE,
+                "token_hash": None,
+                "token_nonce": "\ud800" + NONCE[1:],
+            },
+            "google.nonce_mismatch",
+        ),
+        # Expected by the caller (a command line argument decoded with surrogateescape).
+        ({"request_hash": "\udcff" + REQUEST_HASH[1:]}, "google.request_hash_mismatch"),
+    ],
+)
+def test_lone_surrogate_in_the_binding_is_a_mismatch_not_a_crash(
+    device: SoftwareAndroidDevice,
+    policy: PlayIntegrityPolicy,
+    binding: dict[str, str | None],
+    reason: str,
+) -> None:
+    result = check(device, policy, **binding)
+    assert (result.decision, result.reasons) == (Decision.BLOCK, (reason,))
+
+
 def test_binding_must_be_exactly_one(
     device: SoftwareAndroidDevice, policy: PlayIntegrityPolicy
 ) -> None:

@@ -1,5 +1,6 @@
-"""Android through Google's decode API (a fake over real HTTP), and signing-key rotation made
-elsewhere (the CLI on the shared store) reaching a running instance."""
+"""Android through Google's decode API (a fake over real HTTP), a token binding UTF-8 cannot
+spell, and signing-key rotation made elsewhere (the CLI on the shared store) reaching a running
+instance."""
 
 from __future__ import annotations
 
@@ -86,6 +87,20 @@ def test_google_quota_exhaustion_is_429(google_backed: Service) -> None:
     google.fail_next(429, count=10)  # more than the decoder's retries; the last test here
     response = google_backed.post("/v1/assertions", google_backed.android_body())
     assert (response.status_code, error_of(response)) == (429, "google.api_quota_exceeded")
+
+
+@pytest.mark.parametrize("classic", [False, True])
+def test_lone_surrogate_in_the_tokens_binding_is_401_not_500(
+    service: Service, classic: bool
+) -> None:
+    body = service.android_body(classic=classic)
+    # A lone UTF-16 surrogate, as a JSON encoder escapes it ("\ud800"): not encodable as UTF-8.
+    bad = "\ud800" + "A" * 42
+    binding = {"nonce": bad} if classic else {"request_hash": bad}
+    body["token"] = service.kit.android().request_integrity_token(**binding)
+    response = service.post("/v1/assertions", body)
+    expected = "google.nonce_mismatch" if classic else "google.request_hash_mismatch"
+    assert (response.status_code, error_of(response)) == (401, expected)
 
 
 def test_rotation_by_the_cli_on_the_shared_store_reaches_the_running_service(

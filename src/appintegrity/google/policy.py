@@ -281,7 +281,11 @@ class PolicyResult:
 def _same_text(found: str | None, expected: str) -> bool:
     if found is None:
         return False
-    return hmac.compare_digest(found.encode("utf-8"), expected.encode("utf-8"))
+    # JSON may carry a lone surrogate (``"\\ud800"``), which strict UTF-8 cannot encode;
+    # ``surrogatepass`` still maps distinct strings to distinct bytes: a mismatch, not a crash.
+    return hmac.compare_digest(
+        found.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _same_nonce(found: str | None, expected: str) -> bool:

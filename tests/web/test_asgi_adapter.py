@@ -14,7 +14,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+from web_support import (
+    CASES,
+    HEADER,
+    POLICIES,
+    SUBJECT,
+    UTF8_AUTHORIZATION,
+    Case,
+    World,
+    bound_to_utf8_header,
+    check_case,
+)
 
 from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
@@ -250,3 +260,28 @@ def test_head_is_checked_by_the_get_pattern_that_serves_it(world: World) -> None
     assert client.head("/premium", headers={HEADER: world.token()}).status_code == 200
     assert ran == ["HEAD"]
     assert world.metrics.count(route="GET /premium", reason="missing", action="refused") == 1
+
+
+def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
+    token = bound_to_utf8_header(world)
+    client = make_client(world.protector())
+    headers = [(b"x-app-integrity", token.encode()), (b"authorization", UTF8_AUTHORIZATION)]
+    response = client.get("/bound", headers=headers)
+    assert (response.status_code, response.json()) == (200, {"sub": SUBJECT})
+
+
+def test_an_unreachable_jwks_is_named_in_the_log_not_in_the_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = JwksServer()
+    server.fail = True
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        with caplog.at_level(logging.WARNING, logger="appintegrity.tokens"):
+            response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
+        assert response.status_code == 503
+        assert server.url not in response.text and "127.0.0.1" not in response.text
+        assert any(server.url in record.getMessage() for record in caplog.records)
+        world.close()
+    finally:
+        server.close()

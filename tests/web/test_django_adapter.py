@@ -27,6 +27,7 @@ from django.test import Client, override_settings
 from django.urls import path
 from django.views import View
 from web_support import (
+    AS_WSGI_TEXT,
     AUD,
     CASES,
     HEADER,
@@ -35,6 +36,7 @@ from web_support import (
     SUBJECT,
     Case,
     World,
+    bound_to_utf8_header,
     check_case,
 )
 
@@ -152,3 +154,10 @@ def test_head_is_checked_by_the_get_pattern_that_serves_it(world: World) -> None
         assert refused.status_code == 401 and "X-Balance" not in refused
         allowed = client.head("/premium", headers={HEADER: world.token()})
         assert allowed.status_code == 200 and allowed["X-Balance"] == "1234"
+
+
+def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
+    headers = {HEADER: bound_to_utf8_header(world), "Authorization": AS_WSGI_TEXT}
+    for client in client_for(world, Mode.ENFORCE):
+        response = client.get("/bound", headers=headers)
+        assert (response.status_code, response.json()) == (200, {"sub": SUBJECT})

@@ -9,7 +9,17 @@ from typing import Annotated
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+from web_support import (
+    CASES,
+    HEADER,
+    POLICIES,
+    SUBJECT,
+    UTF8_AUTHORIZATION,
+    Case,
+    World,
+    bound_to_utf8_header,
+    check_case,
+)
 
 from appintegrity.tokens import AppTokenClaims
 from appintegrity.web import Mode, Protector, RoutePolicy, StoreTokenConsumer
@@ -154,3 +164,10 @@ def test_an_app_started_without_lifespan_checks_the_policy_on_first_use(world: W
     client = TestClient(_redeem_app(protector, install_first=True))  # no `with`: no lifespan
     with pytest.raises(ValueError, match="no consumer"):
         client.post("/redeem", headers={HEADER: world.token(limited_use=True)})
+
+
+def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
+    token = bound_to_utf8_header(world)
+    headers = [(b"x-app-integrity", token.encode()), (b"authorization", UTF8_AUTHORIZATION)]
+    response = make_client(world.protector()).get("/bound", headers=headers)
+    assert (response.status_code, response.json()) == (200, {"sub": SUBJECT})

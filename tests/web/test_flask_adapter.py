@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 from flask import Flask, g, jsonify
 from flask.typing import ResponseReturnValue
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+from web_support import (
+    AS_WSGI_TEXT,
+    CASES,
+    HEADER,
+    POLICIES,
+    SUBJECT,
+    Case,
+    World,
+    bound_to_utf8_header,
+    check_case,
+)
 
 from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.flask import AppIntegrity
@@ -109,3 +119,9 @@ def test_a_policy_decorated_after_init_app_is_checked_with_every_apps_protector(
     integrity.init_app(Flask("without"), without_consumer)
     with pytest.raises(ValueError, match="no consumer"):
         integrity.protect(RoutePolicy(require_limited_use=True))
+
+
+def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
+    headers = {HEADER: bound_to_utf8_header(world), "Authorization": AS_WSGI_TEXT}
+    response = make_app(world.protector()).test_client().get("/bound", headers=headers)
+    assert (response.status_code, response.get_json()) == (200, {"sub": SUBJECT})

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
-from web_support import CASES, HEADER, POLICIES, SUBJECT, Case, World, check_case
+from web_support import (
+    AS_WSGI_TEXT,
+    CASES,
+    HEADER,
+    POLICIES,
+    SUBJECT,
+    Case,
+    World,
+    bound_to_utf8_header,
+    check_case,
+)
 from werkzeug.test import Client
 
 from appintegrity.testing.jwks import JwksServer
@@ -107,3 +117,9 @@ def test_a_trailing_slash_does_not_skip_an_exact_pattern(world: World) -> None:
     assert (refused.status_code, refused.get_json()["error"]["code"]) == (401, "token.missing")
     allowed = client.post("/purchases/", headers={HEADER: world.token()})
     assert (allowed.status_code, allowed.get_json()) == (200, {"purchased": True})
+
+
+def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
+    headers = {HEADER: bound_to_utf8_header(world), "Authorization": AS_WSGI_TEXT}
+    response = make_client(world.protector()).get("/bound", headers=headers)
+    assert (response.status_code, response.get_json()) == (200, {"sub": SUBJECT})

@@ -91,6 +91,17 @@ class World:
         asyncio.run(self.store.close())
 
 
+# An Authorization header as a client sends it, UTF-8 encoded; servers hand it over as bytes
+# (ASGI) or as those bytes decoded as latin-1 (WSGI, PEP 3333).
+UTF8_AUTHORIZATION = "Bearer josé".encode()
+AS_WSGI_TEXT = UTF8_AUTHORIZATION.decode("latin-1")
+
+
+def bound_to_utf8_header(world: World) -> str:
+    """A token whose ``pay`` is the hash of ``UTF8_AUTHORIZATION``'s bytes, as sent."""
+    return world.token(binding=binding_for(UTF8_AUTHORIZATION))
+
+
 def forged(token: str) -> str:
     head, _, signature = token.rpartition(".")
     return f"{head}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"

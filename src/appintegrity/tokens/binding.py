@@ -16,7 +16,9 @@ from appintegrity.encoding import b64_encode
 def binding_for(value: str | bytes) -> str:
     """Standard base64 (padded) of SHA-256 of ``value``: Approov's ``pay`` format.
 
-    Text is hashed as UTF-8, exactly as the header arrives, without trimming.
+    Bytes are hashed as given: pass a header's bytes exactly as they arrive, untrimmed (the web
+    adapters do). Text is hashed as its UTF-8 encoding, which is what a client sending that
+    text as UTF-8 put on the wire.
     """
     raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     return b64_encode(hashlib.sha256(raw).digest())

@@ -252,7 +252,8 @@ class HttpJwks:
     def _answer(self, kid: str) -> PublicKey | None:
         key = self._keys.get(kid)
         if key is None and (self._fetched_at is None or self._last_failed):
-            raise JwksUnavailableError(f"cannot fetch the JWKS from {self.url}")
+            # The URL is in the log (``_failed``), not in what a client is told.
+            raise JwksUnavailableError("the token signing keys cannot be fetched right now")
         return key
 
     def get_key(self, kid: str) -> PublicKey | None:

@@ -94,7 +94,7 @@ class AppIntegrityMiddleware:
             return
         route, policy = match
         token: str | None = None
-        binding_value: str | None = None
+        binding_value: bytes | None = None
         binding_header = (
             policy.binding_header.lower().encode("latin-1") if policy.binding_header else None
         )
@@ -102,7 +102,7 @@ class AppIntegrityMiddleware:
             if name == self._header:
                 token = value.decode("latin-1").strip()
             elif name == binding_header:
-                binding_value = value.decode("latin-1")
+                binding_value = value  # hashed exactly as received
         verdict = await self.protector.check_async(
             token, policy, route=route, binding_value=binding_value
         )

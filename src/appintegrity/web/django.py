@@ -37,7 +37,7 @@ from appintegrity.web.inline import (
     proof_headers,
 )
 from appintegrity.web.policy import DEFAULT_POLICY, Mode, RoutePolicy, RouteTable, route_table
-from appintegrity.web.protector import Protector, Verdict
+from appintegrity.web.protector import Protector, Verdict, header_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 _POLICY_ATTRIBUTE = "app_integrity_policy"
@@ -120,10 +120,10 @@ def _label(request: HttpRequest) -> str:
 
 def _inputs(
     request: HttpRequest, protector: Protector, policy: RoutePolicy
-) -> tuple[str | None, str | None]:
+) -> tuple[str | None, bytes | None]:
     token = request.headers.get(protector.header)
-    binding = request.headers.get(policy.binding_header) if policy.binding_header else None
-    return (token.strip() if token else None), binding
+    bound = request.headers.get(policy.binding_header) if policy.binding_header else None
+    return (token.strip() if token else None), (header_bytes(bound) if bound is not None else None)
 
 
 def _inline_verdict(

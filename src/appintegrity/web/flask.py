@@ -23,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from appintegrity.web.inline import InlineProtector, InlineVerdict, proof_headers
 from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
-from appintegrity.web.protector import Protector
+from appintegrity.web.protector import Protector, header_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "app_integrity"
@@ -82,9 +82,10 @@ class AppIntegrity:
                         return Response(inline.body(), inline.status, inline.headers())
                     g.app_integrity = inline.proof
                     return view(*args, **kwargs)
-                binding_value = (
+                bound = (
                     request.headers.get(chosen.binding_header) if chosen.binding_header else None
                 )
+                binding_value = header_bytes(bound) if bound is not None else None
                 token = request.headers.get(protector.header)
                 verdict = protector.check(
                     token.strip() if token else None,

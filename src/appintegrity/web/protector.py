@@ -1,9 +1,9 @@
 """The framework-neutral core of every adapter: token in, verdict out.
 
 An adapter finds the route's policy, hands the protector the token header (and the bound
-header's value when the policy binds), and either answers with ``verdict.status`` and
-``verdict.body()`` or passes the request on with ``verdict.claims``. Each check is counted
-and logged (without the token) in both modes; only ``enforce`` refuses.
+header's bytes, exactly as received, when the policy binds), and either answers with
+``verdict.status`` and ``verdict.body()`` or passes the request on with ``verdict.claims``.
+Each check is counted and logged (without the token) in both modes; only ``enforce`` refuses.
 """
 
 from __future__ import annotations
@@ -52,6 +52,19 @@ _OUTCOME_OF_CODE: dict[str, Outcome] = {
     Code.TOKEN_CONSUMED: Outcome.CONSUMED,
     TOKEN_UNVERIFIABLE: Outcome.UNVERIFIABLE,
 }
+
+
+def header_bytes(value: str) -> bytes:
+    """The bytes a header arrived as, from the text a server or framework gives for it.
+
+    PEP 3333 (WSGI), Werkzeug, Django and Starlette all decode header bytes as latin-1, so
+    encoding back gives exactly what was received; text beyond latin-1 can only come from a
+    server that decoded UTF-8.
+    """
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 def error_body(error: ServiceError | None) -> bytes:
@@ -133,7 +146,7 @@ class Protector:
     # The checks, split so the sync and async paths share everything but the I/O. ---------
 
     def _policy(
-        self, claims: AppTokenClaims, policy: RoutePolicy, binding_value: str | None
+        self, claims: AppTokenClaims, policy: RoutePolicy, binding_value: str | bytes | None
     ) -> tuple[Outcome, TokenError] | None:
         if policy.refuse_debug and claims.debug:
             error = TokenError(
@@ -218,9 +231,13 @@ class Protector:
         policy: RoutePolicy,
         *,
         route: str,
-        binding_value: str | None = None,
+        binding_value: str | bytes | None = None,
     ) -> Verdict:
-        """Check one request's token (blocking I/O, if any: WSGI, Flask, Django)."""
+        """Check one request's token (blocking I/O, if any: WSGI, Flask, Django).
+
+        ``binding_value`` is the bound header's bytes as received (``header_bytes`` recovers
+        them from a framework's text); text is hashed as UTF-8.
+        """
         if not token:
             return self._conclude(route, policy, None, self._missing)
         try:
@@ -241,7 +258,7 @@ class Protector:
         policy: RoutePolicy,
         *,
         route: str,
-        binding_value: str | None = None,
+        binding_value: str | bytes | None = None,
     ) -> Verdict:
         """Check one request's token; JWKS refreshes and consumption are awaited (ASGI)."""
         if not token:

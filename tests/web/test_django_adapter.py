@@ -40,7 +40,8 @@ from web_support import (
     check_case,
 )
 
-from appintegrity.tokens import build_jwks
+from appintegrity.testing.jwks import JwksServer
+from appintegrity.tokens import HttpJwks, build_jwks
 from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.django import protect
 
@@ -161,3 +162,25 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
     for client in client_for(world, Mode.ENFORCE):
         response = client.get("/bound", headers=headers)
         assert (response.status_code, response.json()) == (200, {"sub": SUBJECT})
+
+
+def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
+    server = JwksServer()
+    server.fail = True
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        for client in client_for(world, Mode.ENFORCE):
+            response = client.get("/plain", headers={HEADER: world.token()})
+            assert (response.status_code, response.json()["error"]["code"]) == (
+                503,
+                "token.unverifiable",
+            )
+            assert response["Retry-After"] == "5"
+            # The decorated async view awaits the same refresh.
+            decorated = client.get("/limit-ok", headers={HEADER: world.token()})
+            assert decorated.status_code == 503
+        for client in client_for(world, Mode.MONITOR):
+            assert client.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        world.close()
+    finally:
+        server.close()

@@ -21,7 +21,8 @@ from web_support import (
     check_case,
 )
 
-from appintegrity.tokens import AppTokenClaims
+from appintegrity.testing.jwks import JwksServer
+from appintegrity.tokens import AppTokenClaims, HttpJwks
 from appintegrity.web import Mode, Protector, RoutePolicy, StoreTokenConsumer
 from appintegrity.web.fastapi import install, require_app_token
 
@@ -171,3 +172,21 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
     headers = [(b"x-app-integrity", token.encode()), (b"authorization", UTF8_AUTHORIZATION)]
     response = make_client(world.protector()).get("/bound", headers=headers)
     assert (response.status_code, response.json()) == (200, {"sub": SUBJECT})
+
+
+def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
+    server = JwksServer()
+    server.fail = True
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
+        assert (response.status_code, response.json()["error"]["code"]) == (
+            503,
+            "token.unverifiable",
+        )
+        assert response.headers["retry-after"] == "5"
+        monitor = make_client(world.protector(Mode.MONITOR))
+        assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        world.close()
+    finally:
+        server.close()

@@ -20,6 +20,8 @@ from web_support import (
     check_case,
 )
 
+from appintegrity.testing.jwks import JwksServer
+from appintegrity.tokens import HttpJwks
 from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.flask import AppIntegrity
 
@@ -125,3 +127,22 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
     headers = {HEADER: bound_to_utf8_header(world), "Authorization": AS_WSGI_TEXT}
     response = make_app(world.protector()).test_client().get("/bound", headers=headers)
     assert (response.status_code, response.get_json()) == (200, {"sub": SUBJECT})
+
+
+def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
+    server = JwksServer()
+    server.fail = True
+    try:
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        client = make_app(world.protector()).test_client()
+        response = client.get("/plain", headers={HEADER: world.token()})
+        assert (response.status_code, response.get_json()["error"]["code"]) == (
+            503,
+            "token.unverifiable",
+        )
+        assert response.headers["Retry-After"] == "5"
+        monitor = make_app(world.protector(Mode.MONITOR)).test_client()
+        assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
+        world.close()
+    finally:
+        server.close()

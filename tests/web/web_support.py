@@ -204,6 +204,14 @@ CASES = [
         "verified",
     ),
     Case(
+        "blocked",
+        "/limit-ok",
+        lambda w: {HEADER: w.token(decision="block")},
+        403,
+        "decision.blocked",
+        "blocked",
+    ),
+    Case(
         "not_limited_use",
         "/once",
         lambda w: {HEADER: w.token()},

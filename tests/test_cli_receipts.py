@@ -285,6 +285,10 @@ def test_a_new_receipt_that_does_not_validate_is_not_stored(world: World) -> Non
     ("args", "exit_status", "message"),
     [
         (("--older-than", "-1"), 2, "--older-than must not be negative"),
+        (("--limit", "0"), 2, "argument --limit: must be from 1 to 1000000, not 0"),
+        (("--limit", "-1"), 2, "argument --limit: must be from 1 to 1000000, not -1"),
+        (("--limit", str(10**30)), 2, "argument --limit: must be from 1 to 1000000"),
+        (("--limit", "many"), 2, "argument --limit: not an integer: 'many'"),
         (("--all", "--older-than", "3"), 2, "not allowed with argument"),
         (("--app", "ABCDE12345.com.unknown"), 2, "not a configured iOS app"),
         (("--app", PLAIN_APP), 2, "no [apps.receipt_refresh]"),

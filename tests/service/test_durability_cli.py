@@ -202,6 +202,25 @@ def test_admin_cli_works_on_a_store_url_and_the_config_env_var(kit: Kit, tmp_pat
 
 
 @pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("0", "must be from 1 to 1000000, not 0"),
+        ("-1", "must be from 1 to 1000000, not -1"),
+        (str(10**30), "must be from 1 to 1000000"),
+        ("ten", "not an integer: 'ten'"),
+    ],
+)
+def test_keys_list_refuses_a_limit_out_of_range(tmp_path: Path, limit: str, message: str) -> None:
+    store = f"sqlite:///{tmp_path / 'limits.db'}"
+    assert cli("db", "migrate", "--store", store).returncode == 0
+    listed = cli("keys", "list", "--store", store, "--limit", limit)
+    assert listed.returncode == 2
+    assert f"argument --limit: {message}" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    assert listed.stdout == ""
+
+
+@pytest.mark.parametrize(
     "text", ["[server]\nport = 'x'\n", "[[apps]]\nid = 'a'\nplatform = 'android'\n"]
 )
 def test_serve_refuses_an_invalid_config_with_exit_2(tmp_path: Path, text: str) -> None:

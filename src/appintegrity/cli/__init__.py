@@ -6,7 +6,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 CONFIG_ENV = "APPINTEGRITY_CONFIG"
 """The environment variable naming the service config file when ``--config`` is not given."""
@@ -31,6 +31,27 @@ def add_config_argument(parser: argparse.ArgumentParser, what: str) -> None:
         default=os.environ.get(CONFIG_ENV),
         help=f"{what} (default: ${CONFIG_ENV})",
     )
+
+
+MAX_LIMIT = 1_000_000
+"""The largest ``--limit`` the commands take: far above any listing a person reads, and far
+below the integers the stores' ``LIMIT`` clauses overflow on."""
+
+
+def int_in_range(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``minimum`` to ``maximum`` (a usage error, exit 2,
+    otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, not {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

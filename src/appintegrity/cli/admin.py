@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from appintegrity.cli import CONFIG_ENV, add_config_argument
+from appintegrity.cli import CONFIG_ENV, MAX_LIMIT, add_config_argument, int_in_range
 from appintegrity.errors import AppIntegrityError, ConfigError
 from appintegrity.store.base import Store
 
@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = keys_sub.add_parser("list", help="registered device keys, newest first")
     _common(p)
     p.add_argument("--app", help="only this app id")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument(
+        "--limit",
+        type=int_in_range(1, MAX_LIMIT),
+        default=100,
+        help=f"at most this many keys (1 to {MAX_LIMIT}, default 100)",
+    )
     p.set_defaults(func=lambda a: _run(a, _keys_list))
     p = keys_sub.add_parser("revoke", help="revoke a device key (its assertions are refused)")
     _common(p)

@@ -20,7 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from appintegrity.cli import CONFIG_ENV, add_config_argument
+from appintegrity.cli import CONFIG_ENV, MAX_LIMIT, add_config_argument, int_in_range
 from appintegrity.errors import AppIntegrityError, ConfigError
 
 if TYPE_CHECKING:  # the service modules load only when a command runs
@@ -49,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="receipts last refreshed more than HOURS ago (default: the app's interval_hours)",
     )
     due.add_argument("--all", action="store_true", help="every stored receipt, however fresh")
-    p.add_argument("--limit", type=int, default=100_000, help="at most this many keys per app")
+    p.add_argument(
+        "--limit",
+        type=int_in_range(1, MAX_LIMIT),
+        default=100_000,
+        help=f"at most this many keys per app (1 to {MAX_LIMIT}, default 100000)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_refresh)
 

@@ -285,6 +285,9 @@ def test_a_new_receipt_that_does_not_validate_is_not_stored(world: World) -> Non
     ("args", "exit_status", "message"),
     [
         (("--older-than", "-1"), 2, "--older-than must not be negative"),
+        (("--older-than", "nan"), 2, "--older-than must be a finite number of hours"),
+        (("--older-than", "inf"), 2, "--older-than must be a finite number of hours"),
+        (("--older-than", "1e300"), 2, "--older-than must be at most 876000 hours"),
         (("--limit", "0"), 2, "argument --limit: must be from 1 to 1000000, not 0"),
         (("--limit", "-1"), 2, "argument --limit: must be from 1 to 1000000, not -1"),
         (("--limit", str(10**30)), 2, "argument --limit: must be from 1 to 1000000"),

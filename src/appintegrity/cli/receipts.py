@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,10 @@ if TYPE_CHECKING:  # the service modules load only when a command runs
     from appintegrity.service.apps import Apps, IosApp
     from appintegrity.service.config import ServiceConfig
     from appintegrity.service.receipts import RefreshOutcome
+
+
+MAX_OLDER_THAN_HOURS = 100 * 365 * 24
+"""Older than a century is "all of them"; anything larger overflows the date arithmetic."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,8 +75,13 @@ def run_refresh(args: argparse.Namespace) -> int:
 
     if not args.config:
         return _fail(f"give --config FILE or set ${CONFIG_ENV}")
-    if args.older_than is not None and args.older_than < 0:
-        return _fail("--older-than must not be negative")
+    if args.older_than is not None:
+        if not math.isfinite(args.older_than):
+            return _fail("--older-than must be a finite number of hours")
+        if args.older_than < 0:
+            return _fail("--older-than must not be negative")
+        if args.older_than > MAX_OLDER_THAN_HOURS:
+            return _fail(f"--older-than must be at most {MAX_OLDER_THAN_HOURS} hours (100 years)")
     try:
         config = load_config(args.config)
         apps = Apps(config)

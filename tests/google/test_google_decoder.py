@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -213,6 +216,70 @@ def test_unreachable_google_is_unavailable(account: dict[str, str]) -> None:
     with pytest.raises(GoogleVerificationError) as caught:
         asyncio.run(run())
     assert caught.value.reason == "google.api_unavailable"
+
+
+class TokenEndpoint:
+    """An OAuth token endpoint on loopback that answers ``status`` with an OAuth error body or,
+    with ``status=None``, reads each request and never answers (it hangs up after ``hold`` s)."""
+
+    def __init__(self, status: int | None, *, hold: float = 10.0) -> None:
+        self.requests = 0
+        released = self.released = threading.Event()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def do_POST(self) -> None:
+                endpoint.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if status is None:
+                    released.wait(hold)
+                    self.close_connection = True
+                    return
+                body = b'{"error": "internal_failure"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+
+    def close(self) -> None:
+        self.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def silent_token_endpoint() -> Iterator[TokenEndpoint]:
+    endpoint = TokenEndpoint(None)
+    yield endpoint
+    endpoint.close()
+
+
+def test_access_token_refresh_keeps_to_the_decoder_timeout(
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+) -> None:
+    started = time.monotonic()
+    found = reason(
+        google,
+        {**account, "token_uri": silent_token_endpoint.url},
+        "x",
+        timeout=0.5,
+        retries=0,
+    )
+    elapsed = time.monotonic() - started
+    assert found == "google.api_unavailable"
+    assert elapsed < 3.0, f"the refresh waited {elapsed:.1f} s, not the 0.5 s timeout"
+    assert (silent_token_endpoint.requests, google.decode_requests) == (1, 0)
 
 
 def test_package_name_is_validated_before_any_request(account: dict[str, str]) -> None:

@@ -2,10 +2,10 @@
 
 An async client over ``httpx`` authorised by a service account (``google-auth``, the
 ``playintegrity`` scope). google-auth is synchronous, so the access token is refreshed in a worker
-thread, once at a time, and reused until it nears expiry. 429 and 5xx answers, timeouts and
-connection errors are retried with exponential backoff and jitter; 400/401/403 are not (retrying
-cannot fix them) and surface as their own reason codes, so an operator can tell a bad token from a
-wrong project or an exhausted quota.
+thread, once at a time and within the decoder's timeout, and reused until it nears expiry. 429 and
+5xx answers, timeouts and connection errors are retried with exponential backoff and jitter;
+400/401/403 are not (retrying cannot fix them) and surface as their own reason codes, so an
+operator can tell a bad token from a wrong project or an exhausted quota.
 """
 
 from __future__ import annotations
@@ -45,6 +45,32 @@ def _google_message(response: httpx.Response) -> str:
             prefix = f"{status}: " if isinstance(status, str) else ""
             return f"HTTP {response.status_code} {prefix}{message[:200]}"
     return f"HTTP {response.status_code}"
+
+
+class _TimedAuthRequest(AuthRequest):
+    """google-auth's ``requests`` transport with the decoder's timeout forced on every call.
+
+    google-auth's own default is 120 s per call, and a refresh runs under the refresh lock: a
+    token endpoint that accepts the connection and never answers would hold every decode that
+    long.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method=method, body=body, headers=headers, timeout=self._timeout, **kwargs
+        )
 
 
 class GoogleApiDecoder:
@@ -100,6 +126,7 @@ class GoogleApiDecoder:
         self._http = http
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()
+        self._auth_request = _TimedAuthRequest(timeout)
 
     async def __aenter__(self) -> GoogleApiDecoder:
         return self
@@ -113,7 +140,8 @@ class GoogleApiDecoder:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this decoder created it."""
+        """Close the HTTP client if this decoder created it (and the OAuth session)."""
+        self._auth_request.session.close()
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -128,7 +156,7 @@ class GoogleApiDecoder:
         async with self._refresh_lock:
             if force or not self._credentials.valid:
                 try:
-                    await asyncio.to_thread(self._credentials.refresh, AuthRequest())
+                    await asyncio.to_thread(self._credentials.refresh, self._auth_request)
                 except auth_exceptions.RefreshError as exc:
                     raise GoogleVerificationError(
                         Reason.GOOGLE_API_UNAUTHORIZED,

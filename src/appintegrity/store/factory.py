@@ -32,7 +32,13 @@ def _scheme(url: str) -> str:
 
 
 def open_store(url: str, cache_url: str | None = None) -> Store:
-    """The store for ``url`` (and the Redis ``cache_url`` for hot state, with PostgreSQL)."""
+    """The store for ``url`` (and the Redis ``cache_url`` for hot state, with PostgreSQL).
+
+    An empty ``cache_url`` means none: deployments pass ``--cache "$APPINTEGRITY_SERVER__CACHE"``
+    whether or not they set the variable.
+    """
+    if cache_url is not None and not cache_url.strip():
+        cache_url = None
     scheme = _scheme(url)
     if cache_url is not None and scheme not in _POSTGRES_SCHEMES:
         raise ConfigError(f"a cache URL is only supported with a postgresql:// store, not {scheme}")

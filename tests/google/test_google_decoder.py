@@ -282,6 +282,33 @@ def test_access_token_refresh_keeps_to_the_decoder_timeout(
     assert (silent_token_endpoint.requests, google.decode_requests) == (1, 0)
 
 
+def test_token_endpoint_that_times_out_is_retried(
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+) -> None:
+    found = reason(
+        google, {**account, "token_uri": silent_token_endpoint.url}, "x", timeout=0.3, retries=1
+    )
+    assert found == "google.api_unavailable"
+    assert (silent_token_endpoint.requests, google.decode_requests) == (2, 0)
+
+
+def test_token_endpoint_outage_is_unavailable_not_unauthorized(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next_token(503, count=3)  # google-auth's own three tries, about 3 s
+    assert reason(google, account, "x", retries=0) == "google.api_unavailable"
+    assert (google.token_requests, google.decode_requests) == (3, 0)
+
+
+def test_token_endpoint_outage_is_retried_then_succeeds(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    google.fail_next_token(503, count=3)
+    token = device.request_integrity_token(nonce="n" * 24, now=NOW)
+    assert "requestDetails" in decode(google, account, token, retries=1)
+    assert (google.token_requests, google.decode_requests) == (4, 1)
+
+
 def test_package_name_is_validated_before_any_request(account: dict[str, str]) -> None:
     async def run() -> None:
         async with GoogleApiDecoder(service_account_info=account) as decoder:

@@ -158,13 +158,22 @@ class GoogleApiDecoder:
                 try:
                     await asyncio.to_thread(self._credentials.refresh, self._auth_request)
                 except auth_exceptions.RefreshError as exc:
+                    if exc.retryable:  # the token endpoint is down (5xx), not refusing us
+                        raise Retryable(
+                            GoogleVerificationError(
+                                Reason.GOOGLE_API_UNAVAILABLE,
+                                f"the OAuth token endpoint is unavailable: {exc}",
+                            )
+                        ) from exc
                     raise GoogleVerificationError(
                         Reason.GOOGLE_API_UNAUTHORIZED,
                         f"the service account could not get an access token: {exc}",
                     ) from exc
-                except auth_exceptions.TransportError as exc:
-                    raise GoogleVerificationError(
-                        Reason.GOOGLE_API_UNAVAILABLE, f"the OAuth token endpoint failed: {exc}"
+                except auth_exceptions.TransportError as exc:  # timeout, connection refused
+                    raise Retryable(
+                        GoogleVerificationError(
+                            Reason.GOOGLE_API_UNAVAILABLE, f"the OAuth token endpoint failed: {exc}"
+                        )
                     ) from exc
             token = self._credentials.token
         if not isinstance(token, str):

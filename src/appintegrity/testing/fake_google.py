@@ -6,7 +6,7 @@ decrypted and verified with the keys registered for the package (by joserfc, ind
 code under test), ``{"tokenPayloadExternal": …}`` on success, Google's error shape otherwise, and
 cleared verdicts when a standard token is decoded a second time. ``POST /token`` implements the
 service-account JWT-bearer grant, checking the assertion's RS256 signature. Failures and delays can
-be queued to test retries and timeouts.
+be queued (``fail_next``, ``delay_next``, ``fail_next_token``) to test retries and timeouts.
 
     with FakeGoogleServer() as google:
         google.register(device)
@@ -87,6 +87,7 @@ class FakeGoogleServer:
         self._access_tokens: dict[str, float] = {}
         self._seen_standard_tokens: set[str] = set()
         self._plan: deque[_Planned] = deque()
+        self._token_plan: deque[int] = deque()
         self.decode_requests = 0
         self.token_requests = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -185,6 +186,12 @@ class FakeGoogleServer:
                 _Planned(status=status, retry_after=retry_after) for _ in range(count)
             )
 
+    def fail_next_token(self, status: int, count: int = 1) -> None:
+        """The next ``count`` OAuth token requests answer ``status`` with an OAuth error body
+        (google-auth itself retries 5xx three times, about a second apart, before giving up)."""
+        with self._lock:
+            self._token_plan.extend(status for _ in range(count))
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """The next ``count`` decode requests wait ``seconds`` before answering normally."""
         with self._lock:
@@ -200,6 +207,10 @@ class FakeGoogleServer:
     def _issue_token(self, form: Mapping[str, list[str]]) -> tuple[int, dict[str, object]]:
         with self._lock:
             self.token_requests += 1
+            planned = self._token_plan.popleft() if self._token_plan else None
+        if planned is not None:
+            error = "temporarily_unavailable" if planned >= 500 else "invalid_grant"
+            return planned, {"error": error, "error_description": "planned failure"}
         if form.get("grant_type") != [_JWT_BEARER] or len(form.get("assertion", [])) != 1:
             return 400, {"error": "unsupported_grant_type"}
         assertion = form["assertion"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,11 +12,14 @@ import sys
 import threading
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from appintegrity.store import open_store
+from appintegrity.store.base import DeviceKey
 from appintegrity.testing.client import IntegrityClient, ServiceRefusal, UnexpectedResponse
 from appintegrity.testing.ios import SoftwareIPhone
 
@@ -199,6 +203,53 @@ def test_admin_cli_works_on_a_store_url_and_the_config_env_var(kit: Kit, tmp_pat
     listed = cli("signing-key", "list", env={"APPINTEGRITY_CONFIG": str(config)})
     assert listed.returncode == 0
     assert "(none)" in listed.stdout
+
+
+def _add_device_key(store_url: str, key_id: str, point: bytes) -> None:
+    """A registered key, as the service stores it on registration."""
+
+    async def add() -> None:
+        store = open_store(store_url)
+        try:
+            await store.migrate()
+            now = datetime.now(UTC)
+            await store.add_key(
+                DeviceKey(key_id, IOS_APP, "ios", point, 0, "production", None, None, now, now)
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+
+
+def test_revoke_and_rotate_print_json_when_asked(kit: Kit, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'json.db'}"
+    assert cli("db", "migrate", "--store", store).returncode == 0
+
+    rotated = cli("signing-key", "rotate", "--store", store, "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    listed = json.loads(cli("signing-key", "list", "--store", store, "--json").stdout)
+    assert json.loads(rotated.stdout) == listed[0]
+
+    created = cli(
+        "debug-token", "create", "--app", IOS_APP, "--name", "CI", "--store", store, "--json"
+    )
+    token_id = json.loads(created.stdout)["token_id"]
+    revoked = cli("debug-token", "revoke", token_id, "--store", store, "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    tokens = json.loads(cli("debug-token", "list", "--store", store, "--json").stdout)
+    assert json.loads(revoked.stdout) == {
+        "token_id": token_id,
+        "revoked_at": tokens[0]["revoked_at"],
+    }
+
+    phone = SoftwareIPhone(IOS_APP, ca=kit.ca)
+    key_id = phone.generate_key()
+    _add_device_key(store, key_id, phone.public_key(key_id))
+    revoked = cli("keys", "revoke", key_id, "--store", store, "--json")
+    assert revoked.returncode == 0, revoked.stderr
+    keys = json.loads(cli("keys", "list", "--store", store, "--json").stdout)
+    assert json.loads(revoked.stdout) == {"key_id": key_id, "revoked_at": keys[0]["revoked_at"]}
 
 
 @pytest.mark.parametrize(

@@ -174,10 +174,14 @@ async def _keys_revoke(args: argparse.Namespace, store: Store) -> int:
     except EncodingError as exc:
         print(f"error: not a key id: {exc}", file=sys.stderr)
         return 2
-    if not await store.revoke_key(key_id, _now()):
+    now = _now()
+    if not await store.revoke_key(key_id, now):
         print(f"error: no key {key_id}", file=sys.stderr)
         return 1
-    print(f"revoked {key_id}")
+    if args.json:
+        print(json.dumps({"key_id": key_id, "revoked_at": _time(now)}))
+    else:
+        print(f"revoked {key_id}")
     return 0
 
 
@@ -221,10 +225,14 @@ async def _debug_list(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _debug_revoke(args: argparse.Namespace, store: Store) -> int:
-    if not await store.revoke_debug_token(args.token_id, _now()):
+    now = _now()
+    if not await store.revoke_debug_token(args.token_id, now):
         print(f"error: no debug token {args.token_id}", file=sys.stderr)
         return 1
-    print(f"revoked {args.token_id}")
+    if args.json:
+        print(json.dumps({"token_id": args.token_id, "revoked_at": _time(now)}))
+    else:
+        print(f"revoked {args.token_id}")
     return 0
 
 
@@ -232,6 +240,11 @@ async def _signing_rotate(args: argparse.Namespace, store: Store) -> int:
     from appintegrity.service.app_tokens import rotate_signing_key
 
     record = await rotate_signing_key(store, _now())
+    if args.json:
+        # The row `signing-key list --json` will show for it.
+        row = {"kid": record.kid, "created_at": _time(record.created_at), "retired_at": None}
+        print(json.dumps(row))
+        return 0
     print(
         f"new signing key {record.kid}: published by running instances within"
         " key_refresh_seconds, signing after key_publish_seconds"

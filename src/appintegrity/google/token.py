@@ -7,8 +7,8 @@ touched, which rules out algorithm-confusion tricks (``none``, ``HS256`` keyed w
 The JOSE steps are done directly on ``cryptography`` primitives: they are few and fixed, and the
 JOSE libraries' generic machinery (header registries, per-character base64 validation) costs more
 than the ES256 verification itself (joserfc reached 57 % and PyJWT 68 % of the raw verify rate;
-this path 75-78 % in ``make bench``). The test kit builds tokens with joserfc, so every test is also an
-interoperability check against an independent implementation.
+this path 75-78 % in ``make bench``). The test kit builds tokens with joserfc, so every test is
+also an interoperability check against an independent implementation.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 A client's single attempt raises ``Retryable`` for a transient failure (timeout, connection
 error, 429, 5xx), carrying the typed error to raise once the retries are spent; any other error
 passes straight through. ``send_with_retries`` waits ``backoff`` seconds doubled each attempt
-(with jitter), or the server's ``Retry-After`` when that is longer.
+(with jitter), or the server's ``Retry-After`` when that is longer. A policy's ``budget`` bounds
+the whole call: no wait, and so no retry, would end past it; the last error is raised instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -29,14 +31,18 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """``retries``: how many times a transient failure is retried after the first attempt;
-    ``backoff``: the first wait in seconds, doubled each time."""
+    ``backoff``: the first wait in seconds, doubled each time; ``budget``: seconds from the first
+    attempt past which no retry starts (``None``: no limit but the retries)."""
 
     retries: int
     backoff: float
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0:
             raise ValueError("retries and backoff must be >= 0")
+        if self.budget is not None and not self.budget > 0:
+            raise ValueError("budget must be > 0")
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """The wait before retry number ``attempt + 1``."""
@@ -67,8 +73,9 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 async def send_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
-    """Call ``attempt`` until it returns, raises a non-``Retryable`` error, or the retries are
-    spent (then the last ``Retryable``'s own error is raised)."""
+    """Call ``attempt`` until it returns, raises a non-``Retryable`` error, or the retries or
+    the budget are spent (then the last ``Retryable``'s own error is raised)."""
+    deadline = None if policy.budget is None else time.monotonic() + policy.budget
     tries = 0
     while True:
         try:
@@ -77,5 +84,8 @@ async def send_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPo
             if tries >= policy.retries:
                 raise exc.error from None
             delay = policy.delay(tries, exc.retry_after)
+            # A Retry-After longer than what remains: waiting could only end past the budget.
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise exc.error from None
             tries += 1
             await asyncio.sleep(delay)

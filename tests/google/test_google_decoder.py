@@ -166,6 +166,29 @@ def test_429_then_success(
     assert google.decode_requests == 2
 
 
+def test_retry_after_longer_than_the_time_left_is_not_waited_for(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next(429, count=2, retry_after=5)
+    started = time.monotonic()
+    found = reason(google, account, "x", timeout=2.0, retries=1)  # total_timeout: 4 s
+    assert found == "google.api_quota_exceeded"
+    assert time.monotonic() - started < 2.0
+    assert google.decode_requests == 1
+
+
+def test_retries_stop_at_the_total_timeout(
+    google: FakeGoogleServer, account: dict[str, str]
+) -> None:
+    google.fail_next(503, count=5, retry_after=1)
+    started = time.monotonic()
+    found = reason(google, account, "x", retries=4, total_timeout=1.5)
+    assert found == "google.api_unavailable"
+    # Attempts at 0 s and 1 s; the next would start at 2 s, past the 1.5 s budget.
+    assert google.decode_requests == 2
+    assert time.monotonic() - started < 1.5
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_5xx_is_retried_then_succeeds(
     google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice, status: int
@@ -305,7 +328,7 @@ def test_token_endpoint_outage_is_retried_then_succeeds(
 ) -> None:
     google.fail_next_token(503, count=3)
     token = device.request_integrity_token(nonce="n" * 24, now=NOW)
-    assert "requestDetails" in decode(google, account, token, retries=1)
+    assert "requestDetails" in decode(google, account, token, retries=1, total_timeout=10.0)
     assert (google.token_requests, google.decode_requests) == (4, 1)
 
 

@@ -78,7 +78,10 @@ class GoogleApiDecoder:
 
     Give ``credentials`` (any google-auth credentials), or ``service_account_info`` (the JSON key
     as a mapping), or ``service_account_file``. ``base_url`` and ``token_uri`` point at fakes in
-    tests. ``retries`` is how many times a transient failure is retried after the first attempt.
+    tests. ``timeout`` bounds each HTTP call (to Google and to the OAuth token endpoint);
+    ``retries`` is how many times a transient failure is retried after the first attempt;
+    ``total_timeout`` (default twice ``timeout``) bounds one decode: no retry starts, and no
+    ``Retry-After`` is waited for, past it (the last error is raised instead).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class GoogleApiDecoder:
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
+        total_timeout: float | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         given = [x is not None for x in (credentials, service_account_info, service_account_file)]
@@ -117,12 +121,14 @@ class GoogleApiDecoder:
                 if not isinstance(credentials, service_account.Credentials):
                     raise ValueError("token_uri can only be overridden for service accounts")
                 credentials = credentials.with_token_uri(token_uri)
-        if retries < 0 or backoff < 0 or timeout <= 0:
-            raise ValueError("retries and backoff must be >= 0, timeout > 0")
+        if total_timeout is None:
+            total_timeout = 2 * timeout
+        if retries < 0 or backoff < 0 or not timeout > 0 or not total_timeout > 0:
+            raise ValueError("retries and backoff must be >= 0, timeout and total_timeout > 0")
         self._credentials: Credentials = credentials
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
-        self._retry = RetryPolicy(retries=retries, backoff=backoff)
+        self._retry = RetryPolicy(retries=retries, backoff=backoff, budget=total_timeout)
         self._http = http
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()

@@ -253,6 +253,33 @@ def test_revoke_and_rotate_print_json_when_asked(kit: Kit, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ("keys", "list"),
+        ("keys", "revoke", "A" * 43 + "="),
+        ("debug-token", "list"),
+        ("debug-token", "revoke", "dt_x"),
+    ],
+    ids=lambda command: " ".join(command[:2]),
+)
+def test_commands_on_existing_rows_refuse_a_missing_sqlite_file(
+    kit: Kit, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    mistyped = tmp_path / "mistyped.db"
+    done = cli(*command, "--store", f"sqlite:///{mistyped}")
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: no SQLite database at {mistyped} (--store);"
+        " `appintegrity db migrate --store URL` creates one\n"
+    )
+    config = write_config(kit, tmp_path)  # its store, service.db, does not exist yet
+    done = cli(*command, "--config", str(config))
+    assert done.returncode == 2
+    assert f"no SQLite database at {tmp_path / 'service.db'}" in done.stderr
+    assert not mistyped.exists() and not (tmp_path / "service.db").exists()
+
+
+@pytest.mark.parametrize(
     ("limit", "message"),
     [
         ("0", "must be from 1 to 1000000, not 0"),

@@ -2,7 +2,8 @@
 
 They work on the store directly (no running service needed), so they also work when the
 service is down; running instances pick up changes on their next read (signing keys within
-``key_refresh_seconds``).
+``key_refresh_seconds``). ``keys list|revoke`` and ``debug-token list|revoke`` refuse a SQLite
+store whose file does not exist (exit 2) instead of creating an empty one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from appintegrity.cli import CONFIG_ENV, MAX_LIMIT, add_config_argument, int_in_range
 from appintegrity.errors import AppIntegrityError, ConfigError
@@ -38,11 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=100,
         help=f"at most this many keys (1 to {MAX_LIMIT}, default 100)",
     )
-    p.set_defaults(func=lambda a: _run(a, _keys_list))
+    p.set_defaults(func=lambda a: _run(a, _keys_list), existing_store=True)
     p = keys_sub.add_parser("revoke", help="revoke a device key (its assertions are refused)")
     _common(p)
     p.add_argument("key_id")
-    p.set_defaults(func=lambda a: _run(a, _keys_revoke))
+    p.set_defaults(func=lambda a: _run(a, _keys_revoke), existing_store=True)
 
     debug = subparsers.add_parser("debug-token", help="debug tokens for simulators and CI")
     debug_sub = debug.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -57,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = debug_sub.add_parser("list", help="debug tokens (never their secrets)")
     _common(p)
     p.add_argument("--app", help="only this app id")
-    p.set_defaults(func=lambda a: _run(a, _debug_list))
+    p.set_defaults(func=lambda a: _run(a, _debug_list), existing_store=True)
     p = debug_sub.add_parser("revoke", help="revoke a debug token by its id")
     _common(p)
     p.add_argument("token_id")
-    p.set_defaults(func=lambda a: _run(a, _debug_revoke))
+    p.set_defaults(func=lambda a: _run(a, _debug_revoke), existing_store=True)
 
     signing = subparsers.add_parser("signing-key", help="app-token signing keys")
     signing_sub = signing.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -84,6 +86,7 @@ def _open(args: argparse.Namespace) -> Store:
     from appintegrity.store import open_store
 
     if args.store:
+        _check_existing(args, args.store, "--store")
         return open_store(args.store, args.cache)
     if not args.config:
         raise ConfigError(f"give --config FILE (or ${CONFIG_ENV}) or --store URL")
@@ -91,7 +94,22 @@ def _open(args: argparse.Namespace) -> Store:
 
     config = load_config(args.config)
     args.service_config = config
+    _check_existing(args, config.server.store, f"the store of {args.config}")
     return open_store(config.server.store, config.server.cache)
+
+
+def _check_existing(args: argparse.Namespace, url: str, where: str) -> None:
+    """Commands that only read or change existing rows refuse a SQLite file that is not there:
+    opening it would create an empty database, and a mistyped path would list nothing (or
+    revoke nothing) instead of saying so."""
+    from appintegrity.store.factory import sqlite_file
+
+    path = sqlite_file(url) if getattr(args, "existing_store", False) else None
+    if path is not None and not Path(path).exists():
+        raise ConfigError(
+            f"no SQLite database at {path} ({where}); `appintegrity db migrate --store URL`"
+            " creates one"
+        )
 
 
 def _run(args: argparse.Namespace, action: Action) -> int:

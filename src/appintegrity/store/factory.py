@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from appintegrity.errors import ConfigError
 from appintegrity.store.base import Store
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "sqlite_file"]
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -65,6 +65,14 @@ def open_store(url: str, cache_url: str | None = None) -> Store:
     raise ConfigError(
         f"unknown store URL scheme {scheme!r}: use sqlite:///…, postgresql://… or redis://…"
     )
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file a ``sqlite:///`` URL names; None for other stores and ``:memory:``."""
+    if _scheme(url) != "sqlite":
+        return None
+    path = _sqlite_path(url)
+    return None if path == ":memory:" else path
 
 
 def _sqlite_path(url: str) -> str:

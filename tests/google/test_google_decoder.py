@@ -131,6 +131,25 @@ def test_revoked_access_token_is_refreshed_and_the_call_succeeds(
     assert (google.token_requests, google.decode_requests) == (2, 3)
 
 
+def test_concurrent_401s_after_revocation_share_one_refresh(
+    google: FakeGoogleServer, account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    tokens = [device.request_integrity_token(nonce="n" * 24, now=NOW) for _ in range(20)]
+
+    async def run() -> None:
+        async with GoogleApiDecoder(
+            service_account_info=account, base_url=google.url, backoff=0.01
+        ) as decoder:
+            await decoder.decode(PACKAGE, tokens[0])
+            google.revoke_access_tokens()
+            await asyncio.gather(*(decoder.decode(PACKAGE, token) for token in tokens))
+
+    asyncio.run(run())
+    # One token for the first decode, one more after the revocation: not one per 401.
+    assert google.token_requests == 2
+    assert google.decode_requests == 1 + 20 + 20
+
+
 def test_unknown_service_account_is_unauthorized(google: FakeGoogleServer) -> None:
     stranger = FakeGoogleServer().make_service_account(private_key=SERVICE_ACCOUNT_KEY)
     stranger["token_uri"] = google.token_uri

@@ -157,10 +157,17 @@ class GoogleApiDecoder:
             self._http = httpx.AsyncClient(timeout=self._timeout)
         return self._http
 
-    async def _access_token(self, *, force: bool = False) -> str:
-        """A valid access token; refreshed in a thread, one refresh at a time."""
+    async def _access_token(self, *, rejected: str | None = None) -> str:
+        """A valid access token; refreshed in a thread, one refresh at a time.
+
+        ``rejected``: a token Google answered 401 to. It is refreshed only if it is still the
+        current one: when many calls get a 401 at once, the first refreshes and the others
+        use its new token instead of each asking the token endpoint again.
+        """
         async with self._refresh_lock:
-            if force or not self._credentials.valid:
+            if not self._credentials.valid or (
+                rejected is not None and self._credentials.token == rejected
+            ):
                 try:
                     await asyncio.to_thread(self._credentials.refresh, self._auth_request)
                 except auth_exceptions.RefreshError as exc:
@@ -200,24 +207,24 @@ class GoogleApiDecoder:
         if not isinstance(package_name, str) or not _PACKAGE_NAME.match(package_name):
             raise ValueError(f"not an Android package name: {package_name!r}")
         url = f"{self._base_url}/v1/{package_name}:decodeIntegrityToken"
-        refreshed = False
+        rejected: str | None = None
 
         async def attempt() -> dict[str, object]:
-            # A 401 is not transient but the cached access token may have been revoked: refresh it
-            # once (without spending a retry), and keep forcing refreshes from then on.
-            nonlocal refreshed
+            # A 401 is not transient but the cached access token may have been revoked: replace
+            # it once (without spending a retry); a second 401 is the answer.
+            nonlocal rejected
             while True:
                 try:
-                    return await self._attempt(url, token, force_refresh=refreshed)
+                    return await self._attempt(url, token, rejected=rejected)
                 except _Unauthorized as exc:
-                    if refreshed:
+                    if rejected is not None:
                         raise exc.error from None
-                    refreshed = True
+                    rejected = exc.access_token
 
         return await send_with_retries(attempt, self._retry)
 
-    async def _attempt(self, url: str, token: str, *, force_refresh: bool) -> dict[str, object]:
-        access_token = await self._access_token(force=force_refresh)
+    async def _attempt(self, url: str, token: str, *, rejected: str | None) -> dict[str, object]:
+        access_token = await self._access_token(rejected=rejected)
         try:
             response = await self._client().post(
                 url,
@@ -244,7 +251,9 @@ class GoogleApiDecoder:
             return self._payload(response)
         message = f"decodeIntegrityToken answered {_google_message(response)}"
         if status == 401:
-            raise _Unauthorized(GoogleVerificationError(Reason.GOOGLE_API_UNAUTHORIZED, message))
+            raise _Unauthorized(
+                GoogleVerificationError(Reason.GOOGLE_API_UNAUTHORIZED, message), access_token
+            )
         if status == 403:
             raise GoogleVerificationError(Reason.GOOGLE_API_PERMISSION_DENIED, message)
         if status == 429:
@@ -277,6 +286,9 @@ class GoogleApiDecoder:
 
 
 class _Unauthorized(Exception):
-    def __init__(self, error: GoogleVerificationError) -> None:
+    """A 401, with the access token Google refused."""
+
+    def __init__(self, error: GoogleVerificationError, access_token: str) -> None:
         super().__init__(error.message)
         self.error = error
+        self.access_token = access_token

@@ -324,6 +324,28 @@ def test_access_token_refresh_keeps_to_the_decoder_timeout(
     assert (silent_token_endpoint.requests, google.decode_requests) == (1, 0)
 
 
+def test_calls_waiting_on_a_failing_refresh_share_its_failure(
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+) -> None:
+    async def run() -> list[BaseException | dict[str, object]]:
+        async with GoogleApiDecoder(
+            service_account_info={**account, "token_uri": silent_token_endpoint.url},
+            base_url=google.url,
+            timeout=0.5,
+            retries=0,
+        ) as decoder:
+            calls = (decoder.decode(PACKAGE, "x") for _ in range(5))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    assert [getattr(o, "reason", o) for o in outcomes] == ["google.api_unavailable"] * 5
+    # One refresh timed out; the four calls queued behind it did not each wait 0.5 s more.
+    assert silent_token_endpoint.requests == 1
+    assert elapsed < 1.5
+
+
 def test_token_endpoint_that_times_out_is_retried(
     google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
 ) -> None:

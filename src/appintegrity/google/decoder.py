@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -133,6 +134,8 @@ class GoogleApiDecoder:
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()
         self._auth_request = _TimedAuthRequest(timeout)
+        self._refreshes = 0  # refreshes ended, to tell whether one ran while a call waited
+        self._failed_refresh: _RefreshFailure | None = None  # the last one, if it failed
 
     async def __aenter__(self) -> GoogleApiDecoder:
         return self
@@ -164,30 +167,24 @@ class GoogleApiDecoder:
         current one: when many calls get a 401 at once, the first refreshes and the others
         use its new token instead of each asking the token endpoint again.
         """
+        refreshes_seen = self._refreshes
         async with self._refresh_lock:
             if not self._credentials.valid or (
                 rejected is not None and self._credentials.token == rejected
             ):
+                failed = self._failed_refresh
+                if failed is not None and self._refreshes != refreshes_seen:
+                    # The refresh that ran while this call waited for the lock failed: share its
+                    # failure rather than queue one more call (each up to the timeout) behind it.
+                    raise failed.error()
+                self._failed_refresh = None
                 try:
                     await asyncio.to_thread(self._credentials.refresh, self._auth_request)
-                except auth_exceptions.RefreshError as exc:
-                    if exc.retryable:  # the token endpoint is down (5xx), not refusing us
-                        raise Retryable(
-                            GoogleVerificationError(
-                                Reason.GOOGLE_API_UNAVAILABLE,
-                                f"the OAuth token endpoint is unavailable: {exc}",
-                            )
-                        ) from exc
-                    raise GoogleVerificationError(
-                        Reason.GOOGLE_API_UNAUTHORIZED,
-                        f"the service account could not get an access token: {exc}",
-                    ) from exc
-                except auth_exceptions.TransportError as exc:  # timeout, connection refused
-                    raise Retryable(
-                        GoogleVerificationError(
-                            Reason.GOOGLE_API_UNAVAILABLE, f"the OAuth token endpoint failed: {exc}"
-                        )
-                    ) from exc
+                except (auth_exceptions.RefreshError, auth_exceptions.TransportError) as exc:
+                    self._failed_refresh = _RefreshFailure.of(exc)
+                    raise self._failed_refresh.error() from exc
+                finally:
+                    self._refreshes += 1
             token = self._credentials.token
         if not isinstance(token, str):
             raise GoogleVerificationError(
@@ -283,6 +280,37 @@ class GoogleApiDecoder:
                 "decodeIntegrityToken answered without tokenPayloadExternal",
             )
         return payload
+
+
+@dataclass(frozen=True, slots=True)
+class _RefreshFailure:
+    """Why the last access-token refresh failed, to raise afresh for each call it fails."""
+
+    reason: Reason
+    message: str
+    retryable: bool
+
+    @classmethod
+    def of(cls, exc: auth_exceptions.GoogleAuthError) -> _RefreshFailure:
+        if isinstance(exc, auth_exceptions.TransportError):  # timeout, connection refused
+            return cls(
+                Reason.GOOGLE_API_UNAVAILABLE, f"the OAuth token endpoint failed: {exc}", True
+            )
+        if exc.retryable:  # the token endpoint is down (5xx), not refusing us
+            return cls(
+                Reason.GOOGLE_API_UNAVAILABLE,
+                f"the OAuth token endpoint is unavailable: {exc}",
+                True,
+            )
+        return cls(
+            Reason.GOOGLE_API_UNAUTHORIZED,
+            f"the service account could not get an access token: {exc}",
+            False,
+        )
+
+    def error(self) -> Exception:
+        error = GoogleVerificationError(self.reason, self.message)
+        return Retryable(error) if self.retryable else error
 
 
 class _Unauthorized(Exception):

@@ -288,6 +288,26 @@ def test_certificate_digest_spellings_are_normalised(
         PlayIntegrityPolicy(PACKAGE, certificate_digests=("not a digest!",))
 
 
+@pytest.mark.parametrize(
+    "configured",
+    [
+        hashlib.sha1(b"signing certificate").hexdigest(),  # keytool prints it next to SHA-256
+        ":".join(f"{b:02X}" for b in hashlib.sha1(b"signing certificate").digest()),
+        base64.b64encode(hashlib.sha1(b"signing certificate").digest()).decode(),
+        base64.urlsafe_b64encode(bytes(31)).rstrip(b"=").decode(),
+        base64.urlsafe_b64encode(bytes(33)).rstrip(b"=").decode(),
+        (bytes(33)).hex(),
+    ],
+)
+def test_certificate_digest_that_is_not_32_bytes_is_refused(configured: str) -> None:
+    with pytest.raises(ConfigError, match="SHA-256"):
+        PlayIntegrityPolicy(PACKAGE, certificate_digests=(configured,))
+    with pytest.raises(ConfigError, match="SHA-256"):
+        PlayIntegrityPolicy.from_mapping(
+            {"package_name": PACKAGE, "certificate_digests": [configured]}
+        )
+
+
 def test_empty_certificate_list_skips_the_check(
     device: SoftwareAndroidDevice, policy: PlayIntegrityPolicy
 ) -> None:

@@ -93,22 +93,37 @@ DEFAULT_PLAY_PROTECT_RISKY = frozenset({"POSSIBLE_RISK", "MEDIUM_RISK", "HIGH_RI
 # Unknown apps that can read the screen or drive the UI; known (Play/system) apps are trusted.
 DEFAULT_APP_ACCESS_RISKY = frozenset({"UNKNOWN_CAPTURING", "UNKNOWN_CONTROLLING"})
 _ACTIVITY_LEVELS = {"LEVEL_1": 1, "LEVEL_2": 2, "LEVEL_3": 3, "LEVEL_4": 4}
+_SHA256_SIZE = 32
 _HEX_DIGEST = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 _COLON_HEX_DIGEST = re.compile(r"\A[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){31}\Z")
+_ANY_HEX = re.compile(r"\A(?:[0-9a-fA-F]{2}:)*[0-9a-fA-F]+\Z")
 
 
 def normalize_certificate_digest(value: str) -> bytes:
-    """Raw digest bytes from hex (``keytool``'s colon form too) or base64 in either alphabet.
+    """Raw SHA-256 digest bytes from hex (``keytool``'s colon form too) or base64 in either
+    alphabet.
 
     Play reports URL-safe base64 without padding; consoles and keytool show hex. Raises
-    ``EncodingError`` for anything else.
+    ``EncodingError`` for anything else, including a digest that is not 32 bytes (a SHA-1, say:
+    keytool prints it next to the SHA-256, and it could never match).
     """
     text = value.strip()
     if _HEX_DIGEST.match(text):
         return bytes.fromhex(text)
     if _COLON_HEX_DIGEST.match(text):
         return bytes.fromhex(text.replace(":", ""))
-    return b64decode_lenient(text)
+    try:
+        digest = b64decode_lenient(text)
+        if len(digest) == _SHA256_SIZE:
+            return digest
+        problem = f"a SHA-256 is {_SHA256_SIZE} bytes, found {len(digest)}"
+    except EncodingError as exc:
+        problem = str(exc)
+    if _ANY_HEX.match(text):  # hex of another length: a SHA-1 from keytool, a truncated paste
+        digits = len(text.replace(":", ""))
+        hint = " (40 is a SHA-1)" if digits == 40 else ""
+        problem = f"a SHA-256 in hex has 64 digits, found {digits}{hint}"
+    raise EncodingError(problem)
 
 
 def _reason(name: object) -> Reason:
@@ -189,7 +204,8 @@ class PlayIntegrityPolicy:
                 digests.add(normalize_certificate_digest(digest))
             except (EncodingError, AttributeError) as exc:
                 raise ConfigError(
-                    f"certificate digest {digest!r} is neither base64 nor hex"
+                    f"certificate digest {digest!r} is not a SHA-256 (32 bytes, in hex or base64):"
+                    f" {exc}"
                 ) from exc
         object.__setattr__(self, "certificate_digests", tuple(self.certificate_digests))
         object.__setattr__(self, "digest_set", frozenset(digests))

@@ -18,6 +18,7 @@ from appintegrity.google import (
     PlayIntegrityPolicy,
     evaluate_verdict,
 )
+from appintegrity.testing.android import SoftwareAndroidDevice
 
 
 def load(vectors_dir: Path, name: str) -> dict[str, object]:
@@ -166,3 +167,41 @@ def test_arbitrary_json_is_a_verdict_or_malformed(payload: dict[str, object]) ->
         verdict.summary()
         result = evaluate_verdict(verdict, PlayIntegrityPolicy("p"), now=NOW, nonce="x" * 16)
         assert result.decision is Decision.BLOCK  # arbitrary JSON never earns an allow
+
+
+def _nulls(value: object, path: str = "") -> list[str]:
+    if value is None:
+        return [path]
+    if isinstance(value, dict):
+        return [n for key, item in value.items() for n in _nulls(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [n for index, item in enumerate(value) for n in _nulls(item, f"{path}[{index}]")]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("override", "section", "field"),
+    [
+        ("licensing", "accountDetails", "appLicensingVerdict"),
+        ("timestamp_millis", "requestDetails", "timestampMillis"),
+        ("request_package_name", "requestDetails", "requestPackageName"),
+        ("package_name", "appIntegrity", "packageName"),
+        ("version_code", "appIntegrity", "versionCode"),
+        ("certificate_digests", "appIntegrity", "certificateSha256Digest"),
+        ("device_labels", "deviceIntegrity", "deviceRecognitionVerdict"),
+        ("play_protect", "environmentDetails", "playProtectVerdict"),
+    ],
+)
+def test_kit_none_override_leaves_the_field_out(override: str, section: str, field: str) -> None:
+    device = SoftwareAndroidDevice("com.example.app")
+    payload = device.verdict_payload(request_hash="h", now=NOW, **{override: None})
+    assert field not in payload[section]  # type: ignore[operator]
+    assert _nulls(payload) == []
+
+
+def test_verdict_without_a_licensing_verdict_reads_as_unevaluated() -> None:
+    payload = SoftwareAndroidDevice("com.example.app").verdict_payload(
+        request_hash="h", now=NOW, licensing=None
+    )
+    verdict = IntegrityVerdict.from_payload(payload)
+    assert verdict.account_details.app_licensing_verdict == "UNEVALUATED"

@@ -206,6 +206,7 @@ class SoftwareAndroidDevice:
             # Google documents an int64 as a decimal string in JSON.
             "timestampMillis": str(now_ms - int(age * 1000)) if timestamp is _ABSENT else timestamp,
         }
+        request = {name: value for name, value in request.items() if value is not None}
         if request_hash is not None:
             request["requestHash"] = request_hash
         if nonce is not None:
@@ -242,11 +243,12 @@ class SoftwareAndroidDevice:
         if apps is not None:
             environment["appAccessRiskVerdict"] = {"appsDetected": list(apps)} if apps else {}  # type: ignore[call-overload]
 
+        licensing = get("licensing")
         payload: dict[str, object] = {
             "requestDetails": request,
             "appIntegrity": app,
             "deviceIntegrity": device,
-            "accountDetails": {"appLicensingVerdict": get("licensing")},
+            "accountDetails": {} if licensing is None else {"appLicensingVerdict": licensing},
         }
         if environment:
             payload["environmentDetails"] = environment

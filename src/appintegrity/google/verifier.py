@@ -40,10 +40,10 @@ class PlayIntegrityVerifier:
     async def read_token(self, token: str, *, standard: bool | None = None) -> dict[str, object]:
         """The token's payload, read by the path its kind takes (see the module docstring).
 
-        ``standard``: ``True`` for a standard request (Google's decoder first), ``False`` for a
-        classic one (local keys first), ``None`` when the caller cannot tell: local keys first,
-        and a token they cannot decrypt (``google.decryption_failed``: a standard token under
-        Google's keys) goes to the decoder.
+        ``standard``: ``True`` for a standard request (the decoder if there is one), ``False``
+        for a classic one (the local keys if there are any), ``None`` when the caller cannot
+        tell (the service): local keys first, and a token they cannot decrypt
+        (``google.decryption_failed``: a standard token under Google's keys) goes to the decoder.
         """
         keys, decoder = self.keys, self.decoder
         if keys is None or (standard and decoder is not None):

@@ -3,13 +3,15 @@
 * ``sqlite:///relative/path.db`` (relative to the working directory), ``sqlite:////abs/path.db``,
   ``sqlite:///:memory:`` (tests only: nothing is shared or kept).
 * ``postgresql://user@host:port/db`` (also ``postgres://``): everything durable in PostgreSQL.
-  ``?schema=name`` keeps the tables in that schema (created by ``migrate()``), which isolates
-  tests and tenants. Pool settings: ``?pool_min=2&pool_max=10&pool_timeout=5`` (seconds).
+  ``?schema=name`` (lower case: ``[a-z_][a-z0-9_]*``) keeps the tables in that schema (created
+  by ``migrate()``), which isolates tests and tenants. Pool settings:
+  ``?pool_min=2&pool_max=10&pool_timeout=5`` (seconds). Other parameters go to libpq as written.
 * ``postgresql://…`` with ``cache_url="redis://…"``: durable records in PostgreSQL; challenges,
   consumed token ids and rate-limit counters in Redis (the composite store).
 * ``redis://host:port/db`` (``rediss://`` for TLS) alone: everything in Redis. Only as durable as
   the Redis server's persistence (AOF with ``appendfsync always`` for keys to survive a crash).
-  ``?prefix=name`` namespaces every key, ``?timeout=2`` sets the socket timeout (seconds).
+  ``?prefix=name`` namespaces every key, ``?timeout=2`` sets the socket timeout (seconds),
+  ``?max_connections=100`` bounds the pool (a burst beyond it waits up to ``timeout``).
 
 Nothing connects here; the first operation (normally ``migrate()``) does.
 """

@@ -307,6 +307,19 @@ async def test_bad_request_and_garbage_200_are_failures(
     assert error.reason == Reason.APPLE_RECEIPT_REFRESH_FAILED
 
 
+async def test_an_answer_whose_body_does_not_decode_is_unavailable(
+    apple: FakeAppleDataServer, devicecheck_pem: bytes, attest_receipt: bytes
+) -> None:
+    """A 200 with a corrupt Content-Encoding (a broken egress proxy): httpx raises a
+    DecodingError, which is neither a timeout nor a transport error; typed all the same."""
+    broken = ScriptedResponse(200, b"this is not gzip", headers={"Content-Encoding": "gzip"})
+    apple.respond(broken, broken)
+    error = await _refresh_error(_client(apple, devicecheck_pem, retries=1), attest_receipt)
+    assert error.reason == Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE
+    assert "DecodingError" in error.message
+    assert len(apple.requests) == 2  # retried once, as for other unavailability
+
+
 def test_base_urls_follow_the_environment(devicecheck_pem: bytes) -> None:
     production = ReceiptRefreshClient(
         team_id=TEAM_ID, key_id=KEY_ID, private_key_pem=devicecheck_pem

@@ -387,3 +387,60 @@ def test_decoder_needs_exactly_one_credential_source(account: dict[str, str]) ->
         GoogleApiDecoder()
     with pytest.raises(ValueError):
         GoogleApiDecoder(service_account_info=account, service_account_file="x.json")
+
+
+class _CorruptGzipEndpoint:
+    """A decodeIntegrityToken stand-in that answers 200 with a body its Content-Encoding
+    cannot decode (what a broken egress proxy produces)."""
+
+    def __init__(self) -> None:
+        endpoint = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+            def do_POST(self) -> None:
+                endpoint.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b"this is not gzip"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_an_answer_whose_body_does_not_decode_is_api_unavailable(
+    account: dict[str, str], device: SoftwareAndroidDevice
+) -> None:
+    endpoint = _CorruptGzipEndpoint()
+    token = device.request_integrity_token(nonce="n" * 24, now=NOW)
+
+    async def run() -> None:
+        async with GoogleApiDecoder(
+            service_account_info=account, base_url=endpoint.url, retries=1, backoff=0.01
+        ) as decoder:
+            await decoder.decode(PACKAGE, token)
+
+    try:
+        with pytest.raises(GoogleVerificationError) as caught:
+            asyncio.run(run())
+    finally:
+        endpoint.close()
+    assert caught.value.reason == "google.api_unavailable"
+    assert "DecodingError" in caught.value.message
+    assert endpoint.requests == 2  # retried once, as for other unavailability

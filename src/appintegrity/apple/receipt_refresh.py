@@ -140,6 +140,13 @@ class ReceiptRefreshClient:
                     f"receipt refresh server unreachable: {type(exc).__name__}",
                 )
             ) from exc
+        except httpx.HTTPError as exc:  # e.g. a body that does not decode (a broken proxy)
+            raise Retryable(
+                _error(
+                    Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
+                    f"receipt refresh answer unreadable: {type(exc).__name__}",
+                )
+            ) from exc
         status = response.status_code
         if status == 200:
             return RefreshResult("updated", self._new_receipt(response))

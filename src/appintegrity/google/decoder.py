@@ -243,6 +243,13 @@ class GoogleApiDecoder:
                     f"decodeIntegrityToken unreachable: {type(exc).__name__}",
                 )
             ) from exc
+        except httpx.HTTPError as exc:  # e.g. a body that does not decode (a broken proxy)
+            raise Retryable(
+                GoogleVerificationError(
+                    Reason.GOOGLE_API_UNAVAILABLE,
+                    f"decodeIntegrityToken answer unreadable: {type(exc).__name__}",
+                )
+            ) from exc
         status = response.status_code
         if status == 200:
             return self._payload(response)

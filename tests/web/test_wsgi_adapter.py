@@ -20,7 +20,7 @@ from web_support import (
     bound_to_utf8_header,
     check_case,
 )
-from werkzeug.test import Client
+from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, SigningKey, build_jwks
@@ -123,3 +123,28 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
     headers = {HEADER: bound_to_utf8_header(world), "Authorization": AS_WSGI_TEXT}
     response = make_client(world.protector()).get("/bound", headers=headers)
     assert (response.status_code, response.get_json()) == (200, {"sub": SUBJECT})
+
+
+def test_a_lower_case_method_is_checked_by_the_upper_case_pattern(world: World) -> None:
+    """A WSGI server may pass a request line's "post" through (Werkzeug's own does); Flask
+    routes it to the POST view, so the "POST /buy" pattern must cover it too."""
+    app = Flask(__name__)
+
+    @app.post("/buy")
+    def buy() -> dict[str, bool]:
+        return {"bought": True}
+
+    app.wsgi_app = AppIntegrityWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, world.protector(), routes={"POST /buy": RoutePolicy()}
+    )
+
+    def call(method: str, headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        environ = EnvironBuilder(path="/buy", method="POST", headers=headers).get_environ()
+        environ["REQUEST_METHOD"] = method  # as the request line wrote it
+        body, status, _ = run_wsgi_app(app, environ)
+        return status, json.loads(b"".join(body))
+
+    for method in ("post", "Post"):
+        status, body = call(method, {})
+        assert (status, body["error"]["code"]) == ("401 Unauthorized", "token.missing"), method
+    assert call("post", {HEADER: world.token()}) == ("200 OK", {"bought": True})

@@ -96,6 +96,10 @@ class RouteTable:
 
     def match(self, method: str, path: str) -> tuple[str, RoutePolicy] | None:
         """``(label, policy)`` for a request, or None when the route is not protected."""
+        # Methods are case-sensitive on the wire (RFC 9110 §9.1), but WSGI servers pass a
+        # request line's "post" through and frameworks upper-case it before routing: match
+        # as they route, or "post /buy" would reach the POST view unchecked.
+        method = method.upper()
         if len(path) > 1 and path[-1] == "/":
             path = path[:-1]
         found = self._exact.get((method, path)) or self._exact.get(("*", path))

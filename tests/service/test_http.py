@@ -354,6 +354,33 @@ def test_android_standard_request_is_allowed(service: Service) -> None:
     assert (claims.subject, claims.platform, claims.decision) == (ANDROID_APP, "android", "allow")
 
 
+def test_android_rule_that_is_only_watched_is_counted_and_logged(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """High device activity is 'ignore' by default: the decision stays allow, but what
+    enforcing the rule would cost is visible in the metrics and the log."""
+
+    def watched() -> float:
+        text = service.client.get("/metrics").text
+        label = 'platform="android",reason="google.device_activity_high"'
+        found = re.search(
+            r"appintegrity_policy_monitored_total\{" + re.escape(label) + r"\} (\S+)", text
+        )
+        return float(found.group(1)) if found else 0.0
+
+    before = watched()
+    device = service.kit.android(device_activity="LEVEL_4")
+    with caplog.at_level(logging.INFO, logger="appintegrity"):
+        response = service.post("/v1/assertions", service.android_body(device))
+    assert response.status_code == 200, response.text
+    assert (response.json()["decision"], response.json()["reasons"]) == ("allow", [])
+    assert watched() == before + 1
+    assert any(
+        "policy monitored" in r.getMessage() and "google.device_activity_high" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def test_android_classic_nonce_is_accepted(service: Service) -> None:
     response = service.post("/v1/assertions", service.android_body(classic=True))
     assert response.status_code == 200, response.text

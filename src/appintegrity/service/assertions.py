@@ -119,6 +119,9 @@ async def assert_android(
             result = await app.verify(body.token, expected=expected, now=service.clock())
             decision = str(result.decision)
             reasons = tuple(str(r) for r in result.reasons)
+            service.metrics.policy_monitored(
+                platform="android", app=app_id, reasons=tuple(result.monitored)
+            )
             if decision == "block" and service.config.app_mode(app_id) == "enforce":
                 raise BlockedError("the app's Play Integrity policy refuses this device", reasons)
         issued = service.issue_token(

@@ -31,6 +31,13 @@ class Metrics:
             ["source", "outcome", "reason"],
             registry=self.registry,
         )
+        self.monitored = Counter(
+            "appintegrity_policy_monitored",
+            "Policy rules that failed but are set to 'ignore' (watched, not enforced), by "
+            "platform and reason: what enforcing them would cost.",
+            ["platform", "reason"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "appintegrity_request_duration_seconds",
             "HTTP request latency by route template, method and status.",
@@ -61,6 +68,18 @@ class Metrics:
             reason or "-",
             elapsed_ms,
         )
+
+    def policy_monitored(self, *, platform: str, app: str, reasons: tuple[str, ...]) -> None:
+        """Count and log the failed rules an app only watches (action ``ignore``)."""
+        for reason in reasons:
+            self.monitored.labels(platform, reason).inc()
+        if reasons:
+            log.info(
+                "policy monitored platform=%s app=%s reasons=%s",
+                platform,
+                app or "-",
+                ",".join(reasons),
+            )
 
     def receipt(self, *, source: str, app: str, outcome: str, reason: str) -> None:
         """Count one receipt check or refresh and log one line (never the receipt itself)."""

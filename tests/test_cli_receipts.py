@@ -268,6 +268,23 @@ def test_refresh_keeps_the_stored_receipt_when_apple_answers(
     assert (code, rows[0]["status"], rows[0]["risk_metric"]) == (0, "updated", 1)
 
 
+def test_refresh_stops_at_the_first_answer_that_ends_a_batch(world: World) -> None:
+    """Apple refusing our DeviceCheck key (401) would refuse every other key too: one request,
+    not one per due receipt, and the rest is left for the next run."""
+    for _ in range(3):
+        world.register()
+    asked = len(world.apple.requests)
+    world.apple.respond(401)
+    done = cli("receipts", "refresh", "--config", str(world.config), "--json", "--all")
+    rows = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("failed", "apple.receipt_refresh_unauthorized")
+    ]
+    assert len(world.apple.requests) - asked == 1
+    assert "stopped: apple.receipt_refresh_unauthorized" in done.stderr
+
+
 def test_a_new_receipt_that_does_not_validate_is_not_stored(world: World) -> None:
     key_id = world.register()
     code, rows = refresh(world, "--key", key_id)

@@ -117,7 +117,7 @@ async def _refresh(
     chosen: list[IosApp],
     key_id: str | None,
 ) -> int:
-    from appintegrity.service.receipts import refresh_key_receipt
+    from appintegrity.service.receipts import ENDS_BATCH, refresh_key_receipt
     from appintegrity.store import open_store
 
     store = open_store(config.server.store, config.server.cache)
@@ -139,9 +139,23 @@ async def _refresh(
                 due = await store.keys_due_for_receipt_refresh(
                     app.config.id, now - _age(args, app), args.limit
                 )
-                for key in due:
+                for index, key in enumerate(due):
                     outcome = await refresh_key_receipt(app, key, store, datetime.now(UTC))
                     outcomes.append(outcome)
+                    if outcome.reason in ENDS_BATCH:
+                        # Apple is down, rate-limiting, or refusing our key: every other
+                        # request would fail the same way (as the background refresher
+                        # knows); stop and let the next run take the rest.
+                        left = len(due) - index - 1
+                        print(
+                            f"stopped: {outcome.reason}; {left} more due receipt(s) of "
+                            f"{app.config.id} and any other app were not attempted",
+                            file=sys.stderr,
+                        )
+                        break
+                else:
+                    continue
+                break
     finally:
         await apps.aclose()
         await store.close()

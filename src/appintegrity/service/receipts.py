@@ -47,7 +47,7 @@ REFRESHED_RECEIPT_MAX_AGE = timedelta(minutes=5)
 # Failures that are about Apple or our credentials, not about one receipt: "Apple is unavailable
 # right now" or "Apple refuses our DeviceCheck key". The rest of a batch waits for the next poll,
 # the key is retried within the hour, and the store is not told (it was not this receipt's fault).
-_ENDS_BATCH = frozenset(
+ENDS_BATCH = frozenset(
     {
         Reason.APPLE_RECEIPT_REFRESH_RATE_LIMITED,
         Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
@@ -155,7 +155,7 @@ async def refresh_key_receipt(
     try:
         answer = await client.refresh(receipt, now=now)
     except AppleVerificationError as exc:
-        if exc.reason not in _ENDS_BATCH:
+        if exc.reason not in ENDS_BATCH:
             await store.mark_receipt_checked(key.key_id, receipt, now)
         return RefreshOutcome(
             key.key_id, key.app_id, "failed", key.risk_metric, exc.reason, exc.message
@@ -272,7 +272,7 @@ class BackgroundReceiptRefresher:
                 outcome=outcome.status,
                 reason=outcome.reason or "",
             )
-            if outcome.reason in _ENDS_BATCH:
+            if outcome.reason in ENDS_BATCH:
                 self._held_until[key.key_id] = now + min(self.interval, timedelta(hours=1))
                 break
         return outcomes

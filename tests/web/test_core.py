@@ -87,6 +87,17 @@ def test_an_exact_pattern_covers_its_path_with_or_without_one_trailing_slash() -
     assert RouteTable({"/a": STRICT, "/a/": STRICT}).match("GET", "/a/") is not None
 
 
+def test_an_open_exact_pattern_opens_only_its_path_as_written() -> None:
+    """The other spelling of an opened path stays under the prefix that protects it: a
+    catch-all route would otherwise serve "/premium/preview/" with no token."""
+    table = RouteTable({"/premium/*": STRICT, "/premium/preview": None})
+    assert table.match("GET", "/premium/preview") is None
+    assert table.match("GET", "/premium/preview/") == ("/premium/*", STRICT)
+    django_style = RouteTable({"/premium/*": STRICT, "/premium/preview/": None})
+    assert django_style.match("GET", "/premium/preview/") is None
+    assert django_style.match("GET", "/premium/preview") == ("/premium/*", STRICT)
+
+
 def test_policy_from_mapping() -> None:
     assert policy_from_mapping({"ACCEPT_LIMIT": True, "mode": "monitor"}) == RoutePolicy(
         accept_limit=True, mode=Mode.MONITOR

@@ -50,8 +50,10 @@ class RouteTable:
     mapped to ``None`` leaves its routes unprotected (``/premium/preview``). The pattern is
     the route's label in metrics, so path parameters never explode their cardinality.
 
-    An exact pattern covers its path with or without one trailing slash (``/purchases`` and
-    ``/purchases/``: frameworks that route both to one handler are common), never ``/``'s.
+    An exact pattern that protects covers its path with or without one trailing slash
+    (``/purchases`` and ``/purchases/``: frameworks that route both to one handler are common),
+    never ``/``'s. One that opens (``None``) covers its path exactly as written: the other
+    spelling stays under whatever prefix protects it.
     A ``GET`` pattern covers ``HEAD`` too (every framework answers HEAD with the GET handler,
     so the handler runs and its headers go out), unless a ``HEAD`` pattern names the same path.
     """
@@ -61,10 +63,6 @@ class RouteTable:
         prefixes: list[tuple[int, int, str, str, str, RoutePolicy | None]] = []
         items = routes.items() if isinstance(routes, Mapping) else routes
         entries = [(*self._split(pattern), pattern, policy) for pattern, policy in items]
-        entries = [
-            (method, path if path.endswith("/*") else _without_slash(path), pattern, policy)
-            for method, path, pattern, policy in entries
-        ]
         named_for_head = {path for method, path, _, _ in entries if method == "HEAD"}
         entries += [
             ("HEAD", path, pattern, policy)
@@ -76,12 +74,17 @@ class RouteTable:
                 base = path[:-2]
                 prefixes.append((len(base), method != "*", method, base, pattern, policy))
             else:
-                known = self._exact.get((method, path))
-                if known is not None and known[0] != pattern and known[1] != policy:
-                    raise ValueError(
-                        f"route patterns {known[0]!r} and {pattern!r} name the same path"
-                    )
                 self._exact[(method, path)] = (pattern, policy)
+        # The other spelling of each protecting exact pattern, unless a pattern names it.
+        for (method, path), (pattern, policy) in list(self._exact.items()):
+            if policy is None or path == "/":
+                continue
+            variant = path[:-1] if path.endswith("/") else path + "/"
+            known = self._exact.get((method, variant))
+            if known is None:
+                self._exact[(method, variant)] = (pattern, policy)
+            elif known[1] != policy:
+                raise ValueError(f"route patterns {known[0]!r} and {pattern!r} name the same path")
         prefixes.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
         self._prefixes = [(m, base, pattern, policy) for _, _, m, base, pattern, policy in prefixes]
         self.default = default
@@ -100,8 +103,6 @@ class RouteTable:
         # request line's "post" through and frameworks upper-case it before routing: match
         # as they route, or "post /buy" would reach the POST view unchecked.
         method = method.upper()
-        if len(path) > 1 and path[-1] == "/":
-            path = path[:-1]
         found = self._exact.get((method, path)) or self._exact.get(("*", path))
         if found is None:
             for pattern_method, base, pattern, policy in self._prefixes:
@@ -121,11 +122,6 @@ class RouteTable:
         if self.default is not None:
             listed.append(self.default)
         return [p for p in listed if p is not None]
-
-
-def _without_slash(path: str) -> str:
-    """One trailing slash removed, except from the root."""
-    return path[:-1] if len(path) > 1 and path[-1] == "/" else path
 
 
 def route_table(

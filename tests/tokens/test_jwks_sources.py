@@ -281,3 +281,24 @@ def test_staleness_is_a_cheap_question_each_source_answers(tmp_path: Path) -> No
     assert source.stale() is False
     never_fetched = HttpJwks("http://127.0.0.1:9/jwks.json", clock=clock)
     assert never_fetched.stale() is False  # nothing held: every kid misses and fetches
+
+
+def test_a_source_written_before_stale_existed_still_verifies_async() -> None:
+    """A user's own JWKS source with only peek, get_key and get_key_async (the protocol
+    before ``stale``) keeps working on async paths."""
+    key = SigningKey.generate()
+    keys = StaticJwks(build_jwks([key]))
+
+    class OwnSource:
+        def peek(self, kid: str) -> object:
+            return keys.peek(kid)
+
+        def get_key(self, kid: str) -> object:
+            return keys.get_key(kid)
+
+        async def get_key_async(self, kid: str) -> object:
+            return keys.get_key(kid)
+
+    verifier = AppTokenVerifier(OwnSource(), issuer=ISS, audience=AUD)  # type: ignore[arg-type]
+    claims = asyncio.run(verifier.verify_async(token_for(key)))
+    assert claims.subject == "app"

@@ -255,9 +255,15 @@ class AppTokenVerifier:
         # Peek first so a first-seen token costs no await; but keys past their lifetime are
         # refreshed as ``verify`` would, or a withdrawn key would keep verifying forever.
         key = self.jwks.peek(parsed[0])
-        if key is None or self.jwks.stale():
+        if key is None or self._stale():
             key = await self.jwks.get_key_async(parsed[0])
         return self._check(token, parsed, key, now)
+
+    def _stale(self) -> bool:
+        # ``stale`` joined the JwksSource protocol later: a source written before it (no
+        # ``stale``) keeps working, refreshed on an unknown kid only, as it always was.
+        stale = getattr(self.jwks, "stale", None)
+        return stale is not None and bool(stale())
 
     def clear_cache(self) -> None:
         with self._cache_lock:

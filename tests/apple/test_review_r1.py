@@ -140,3 +140,16 @@ def test_assertion_counter_equal_to_the_stored_one_is_refused() -> None:
         _verify(_signed_assertion(b"", counter=7), previous_counter=7)
     assert caught.value.reason == Reason.APPLE_COUNTER_INVALID
     assert _verify(_signed_assertion(b"", counter=8), previous_counter=7).counter == 8  # type: ignore[attr-defined]
+
+
+def test_client_data_text_without_utf8_bytes_is_malformed() -> None:
+    """A lone surrogate (JSON can escape one) has no UTF-8 form a device could have signed."""
+    with pytest.raises(AppleVerificationError) as caught:
+        verify_assertion(
+            _signed_assertion(b""),
+            client_data="\ud800",
+            public_key=_POINT,
+            previous_counter=0,
+            app_id=APP_ID,
+        )
+    assert caught.value.reason == Reason.APPLE_MALFORMED

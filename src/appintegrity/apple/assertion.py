@@ -92,7 +92,10 @@ def check_assertion(
         rp_id_hash, counter = auth_data.rp_id_hash, auth_data.counter
         extensions = auth_data.extensions
     if isinstance(client_data, str):
-        client_data = client_data.encode("utf-8")
+        try:
+            client_data = client_data.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 bytes a device could sign
+            raise malformed("client data is not valid Unicode text") from None
     elif not isinstance(client_data, bytes | bytearray | memoryview):
         raise TypeError("client_data must be bytes or text")
     key = (

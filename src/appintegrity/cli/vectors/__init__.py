@@ -35,6 +35,16 @@ def text_field(inputs: Mapping[str, object], name: str, *, non_empty: bool = Fal
         raise VectorFormatError(f"input.{name} must be a string")
     if non_empty and not value:
         raise VectorFormatError(f"input.{name} must not be empty")
+    return _utf8_text(value, name)
+
+
+def _utf8_text(value: str, name: str) -> str:
+    # JSON can escape a lone UTF-16 surrogate ("\ud800"); such text has no UTF-8 bytes, so it
+    # cannot be what a device signed or an app id: the file is unusable, not a verifier bug.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise VectorFormatError(f"input.{name} is not valid Unicode text ({exc.reason})") from exc
     return value
 
 
@@ -62,7 +72,7 @@ def optional_text_field(inputs: Mapping[str, object], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise VectorFormatError(f"input.{name} must be a string")
-    return value
+    return _utf8_text(value, name)
 
 
 def int_field(inputs: Mapping[str, object], name: str, *, minimum: int | None = None) -> int:

@@ -9,7 +9,9 @@ for per-view policies (works with or without the middleware).
 Inline mode (no service; see ``appintegrity.web.inline``): point ``PROTECTOR`` at an
 ``InlineProtector``, or at an ``InlineVerifier`` with ``MODE`` and ``MAX_BODY_BYTES``
 (1 MiB); the same middleware and decorator then check the device proof each request carries
-and put the ``DeviceProof`` on ``request.app_integrity``.
+and put the ``DeviceProof`` on ``request.app_integrity``. The proof signs the raw body, so
+``AppIntegrityMiddleware`` must come before anything that reads ``request.POST`` (e.g.
+``CsrfViewMiddleware``): a multipart body read first is gone (400 ``request.invalid``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
+from django.http.request import RawPostDataException
 from django.urls import URLResolver, get_resolver
 from django.utils.module_loading import import_string
 
@@ -42,6 +45,11 @@ from appintegrity.web.protector import Protector, Verdict, header_bytes
 F = TypeVar("F", bound=Callable[..., Any])
 _POLICY_ATTRIBUTE = "app_integrity_policy"
 _DONE_ATTRIBUTE = "_app_integrity_verdict"
+BODY_READ_BEFORE = (
+    "the request body was read before its device proof could be checked: put"
+    " appintegrity.web.django.AppIntegrityMiddleware in MIDDLEWARE before anything that reads"
+    " the POST data (e.g. django.middleware.csrf.CsrfViewMiddleware)"
+)
 
 _lock = threading.RLock()
 AnyProtector = Protector | InlineProtector
@@ -141,6 +149,10 @@ def _inline_verdict(
         body = request.body
     except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE, the project's own limit
         return protector.too_large(policy, route=label)
+    except RawPostDataException:
+        # An earlier middleware read request.POST of a multipart body, which Django streams
+        # without keeping the raw bytes: there is nothing left to check the proof against.
+        return protector.unreadable(policy, route=label, message=BODY_READ_BEFORE)
     if len(body) > limit:
         return protector.too_large(policy, route=label)
     headers = proof_headers(lambda name: request.headers.get(name))

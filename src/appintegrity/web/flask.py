@@ -9,7 +9,9 @@ def purchase():
 
 With a ``Protector`` the route checks app tokens and ``g.app_integrity`` holds their claims;
 with an ``InlineProtector`` (inline mode) it checks the device proof the request carries and
-``g.app_integrity`` holds the ``DeviceProof``.
+``g.app_integrity`` holds the ``DeviceProof``. The proof signs the raw body, so nothing may
+read ``request.form`` before the check (a ``before_request`` handler, Flask-WTF's
+``CSRFProtect``): Werkzeug parses a form without keeping the body (400 ``request.invalid``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from appintegrity.web.protector import Protector, header_bytes
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "app_integrity"
 AnyProtector = Protector | InlineProtector
+BODY_READ_BEFORE = (
+    "the request body was read before its device proof could be checked: nothing may read"
+    " request.form before the protected view (a before_request handler, Flask-WTF's"
+    " CSRFProtect), or it must call request.get_data() first so that the body is kept"
+)
 
 
 class AppIntegrity:
@@ -124,5 +131,10 @@ def _check_inline(protector: InlineProtector, policy: RoutePolicy, route: str) -
         request.max_content_length = previous
     if len(body) > limit:
         return protector.too_large(policy, route=route)
+    if declared is not None and len(body) != declared:
+        # Something parsed request.form before us: Werkzeug streams a form body without
+        # keeping it, and get_data() then gives b"" (checking that would refuse a good proof
+        # as apple.signature_invalid or google.request_hash_mismatch).
+        return protector.unreadable(policy, route=route, message=BODY_READ_BEFORE)
     headers = proof_headers(lambda name: request.headers.get(name))
     return protector.check(headers, body, policy, route=route)

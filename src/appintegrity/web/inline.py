@@ -12,12 +12,14 @@ metrics, the JSON error); ``InlineMiddleware`` does it in front of an ASGI app a
 
 Replays are refused through the store: an assertion's counter must advance atomically, and a
 Play token is consumed once (by its hash) while it could still pass the freshness check.
+``InlineVerifier.register`` stores an App Attest key without the service.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +36,7 @@ from appintegrity.encoding import (
 from appintegrity.errors import (
     Code,
     ConfigError,
+    GoogleVerificationError,
     Reason,
     ServiceError,
     StoreUnavailableError,
@@ -41,7 +44,9 @@ from appintegrity.errors import (
 )
 from appintegrity.google import Decision, PlayIntegrityVerifier
 from appintegrity.google.nonce import request_hash
-from appintegrity.store.base import Store
+from appintegrity.google.policy import PolicyResult
+from appintegrity.google.token import read_jwe_header
+from appintegrity.store.base import DeviceKey, Store
 from appintegrity.web.asgi import (
     ASGIApp,
     Message,
@@ -62,6 +67,31 @@ PLAY_INTEGRITY_HEADER = "X-Play-Integrity-Token"
 INLINE_HEADERS = (KEY_ID_HEADER, ASSERTION_HEADER, PLAY_INTEGRITY_HEADER)
 MAX_BODY_BYTES = 1 << 20
 logger = logging.getLogger("appintegrity.web.inline")
+# Google's decode API failing on this server's side (its reach, quota, credentials, project
+# link) or refusing to read a token: the status and the fixed message the client gets; Google's
+# and google-auth's own words go to the log. The service answers the same
+# (appintegrity.service.errors, not imported here: it pulls in FastAPI).
+_GOOGLE_API_FAILURES: dict[str, tuple[int, str]] = {
+    Reason.GOOGLE_API_UNAVAILABLE: (
+        503,
+        "Google's Play Integrity API cannot be reached; try later with a new token",
+    ),
+    Reason.GOOGLE_API_QUOTA_EXCEEDED: (
+        429,
+        "this server's Play Integrity quota is used up; try later with a new token",
+    ),
+    Reason.GOOGLE_API_UNAUTHORIZED: (
+        502,
+        "this server's Google credentials were refused; try later",
+    ),
+    Reason.GOOGLE_API_PERMISSION_DENIED: (
+        502,
+        "this server may not decode this app's Play Integrity tokens; try later",
+    ),
+    Reason.GOOGLE_API_BAD_REQUEST: (400, "Google could not read this Play Integrity token"),
+}
+RETRY_AFTER_SECONDS = 5  # on a 503: the store or Google's API could not answer
+_BASE64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_FOR_THIS_REQUEST = frozenset(
     {
         Reason.GOOGLE_REQUEST_HASH_MISMATCH,
@@ -84,8 +114,25 @@ class DeviceProof:
     reasons: tuple[str, ...]  # Play Integrity rules that cost something
 
 
-def _refused(code: str, message: str, status: int = 401) -> ServiceError:
-    return ServiceError(code, message, status)
+def _refused(
+    code: str, message: str, status: int = 401, retry_after: int | None = None
+) -> ServiceError:
+    return ServiceError(code, message, status, retry_after)
+
+
+def _refusal_for(error: VerificationError) -> ServiceError:
+    """A core verifier's error as the request's refusal (see ``_GOOGLE_API_FAILURES``)."""
+    failure = _GOOGLE_API_FAILURES.get(error.reason)
+    if failure is None:
+        return _refused(error.reason, error.message)
+    status, message = failure
+    logger.warning(
+        "Play Integrity decode API failure %s: %s",
+        error.reason,
+        error.message,
+        extra={"code": str(error.reason)},
+    )
+    return _refused(error.reason, message, status, RETRY_AFTER_SECONDS if status == 503 else None)
 
 
 class InlineVerifier:
@@ -94,7 +141,10 @@ class InlineVerifier:
     ``verify`` is awaited on the caller's loop (ASGI). ``verify_blocking`` is for blocking code
     (WSGI, Flask, Django): it runs ``verify`` on this verifier's own background loop, so the
     store it drives must not be tied to another loop (SQLite is not), or use one store per side.
-    ``timeout`` bounds a blocking check; past it the request fails closed (503).
+    Google's decode API (a ``PlayIntegrityVerifier`` with a decoder) is always called on that
+    background loop, whichever loop awaits ``verify``: the decoder's HTTP client belongs to the
+    loop it first ran on. ``timeout`` bounds a blocking check and a decode; past it the request
+    fails closed (503).
     """
 
     def __init__(
@@ -129,7 +179,7 @@ class InlineVerifier:
         except StoreUnavailableError:
             raise
         except VerificationError as error:
-            raise _refused(error.reason, error.message) from error
+            raise _refusal_for(error) from error
         raise _refused(Code.TOKEN_MISSING, "the request carries no App Attest or Play proof")
 
     def verify_blocking(self, headers: Mapping[str, str], body: bytes) -> DeviceProof:
@@ -139,8 +189,80 @@ class InlineVerifier:
         except TimeoutError as exc:
             raise StoreUnavailableError("the device proof could not be checked in time") from exc
 
+    async def register(
+        self,
+        attestation: bytes | str,
+        key_id: str,
+        challenge: str | bytes,
+        *,
+        now: datetime | None = None,
+    ) -> DeviceKey:
+        """Verify an App Attest attestation and store its key, for inline assertions to find.
+
+        The service's registration without the service. ``attestation``: the attestation
+        object (bytes, or base64 text) from ``attestKey``; ``key_id``: the key's id in any
+        spelling (standard or URL-safe base64, hex); ``challenge``: the value this server gave
+        the app for this attestation (the app attests SHA-256 of it). Issuing that challenge,
+        letting it expire and accepting it once is the caller's job.
+
+        The key is stored under its canonical id, standard base64 of its 32 bytes (what
+        ``verify`` looks up, whatever spelling a request's header uses), with counter 0, the
+        environment and app id Apple's steps found, and the attestation's receipt as sent
+        (unvalidated; inline mode uses no risk metric). Returns the stored ``DeviceKey``.
+        Raises ``ServiceError``: 400 ``request.invalid`` (not a key id), 401 with Apple's
+        reason (``apple.nonce_mismatch``, ...), 409 ``key.exists``, 503 ``store.unavailable``.
+        """
+        if self.apple is None:
+            raise ValueError("register needs an AppAttestVerifier")
+        try:
+            canonical = b64_encode(normalize_key_id(key_id))
+        except EncodingError as exc:
+            raise _refused(
+                Code.REQUEST_INVALID, f"not a 32-byte key id in base64 or hex: {exc}", 400
+            ) from exc
+        moment = now if now is not None else self._clock()
+        try:
+            attested = self.apple.verify_attestation(
+                attestation, key_id=canonical, challenge=challenge, now=moment
+            )
+        except VerificationError as error:
+            raise _refusal_for(error) from error
+        record = DeviceKey(
+            key_id=canonical,
+            app_id=attested.app_id,
+            platform="ios",
+            public_key=attested.public_key,
+            counter=0,
+            environment=str(attested.environment),
+            receipt=attested.receipt or None,
+            risk_metric=None,
+            created_at=moment,
+            last_seen_at=moment,
+        )
+        # Insert-if-absent: a second attestation of a key must not reset its counter.
+        if not await self.store.add_key(record):
+            raise _refused(Code.KEY_EXISTS, "this App Attest key is already registered", 409)
+        return record
+
+    def register_blocking(
+        self,
+        attestation: bytes | str,
+        key_id: str,
+        challenge: str | bytes,
+        *,
+        now: datetime | None = None,
+    ) -> DeviceKey:
+        """``register`` from blocking code, on this verifier's background loop."""
+        try:
+            return self._background.run(
+                self.register(attestation, key_id, challenge, now=now), self.timeout
+            )
+        except TimeoutError as exc:
+            raise StoreUnavailableError("the key could not be stored in time") from exc
+
     def close(self) -> None:
-        """Stop the background loop ``verify_blocking`` started (the store stays open)."""
+        """Stop the background loop (``verify_blocking``'s and the decoder's); the store stays
+        open. Call it when done with the verifier."""
         self._background.close()
 
     async def _apple(self, key_id_text: str | None, assertion: str, body: bytes) -> DeviceProof:
@@ -181,7 +303,18 @@ class InlineVerifier:
     async def _google(self, token: str, body: bytes) -> DeviceProof:
         assert self.google is not None
         now = self._clock()
-        result = await self.google.verify(token, now=now, request_hash=request_hash(body))
+        by_google = self.google.decoder is not None
+        if by_google:
+            # Each decode is a call against the quota, and Google answers a token's verdict
+            # once (decoded again, it comes back cleared, as if the app were unknown). So what
+            # cannot be a token is refused here, and a token is consumed before Google is
+            # asked: a replay is token.consumed without a call, and a token is spent even when
+            # what follows refuses it (the app asks Play for a new one to retry).
+            _require_compact_jwe(token)
+            await self._consume(token, now)
+            result = await self._decode(token, now, request_hash(body))
+        else:
+            result = await self.google.verify(token, now=now, request_hash=request_hash(body))
         if result.decision is Decision.BLOCK:
             # The first costly rule names the refusal; a token not made for this request (or
             # too old) is an authentication failure, a device or app verdict a refusal.
@@ -189,14 +322,10 @@ class InlineVerifier:
             status = 401 if code in _NOT_FOR_THIS_REQUEST else 403
             reasons = ", ".join(result.reasons)
             raise _refused(code, f"Play Integrity verdict refused: {reasons}", status)
-        token_id = _play_token_id(token)
-        # Remembered at least as long as the token could still pass the freshness check
-        # (issued up to the skew ahead of us, then good for max_age), whatever the window.
-        policy = self.google.policy
-        fresh_for = timedelta(seconds=policy.max_age_seconds + policy.clock_skew_seconds)
-        expires = now + max(self.play_replay_window, fresh_for)
-        if not await self.store.consume_token_id(token_id, expires, now):
-            raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before", 409)
+        if not by_google:
+            # Read with the local keys: consumed only once it passed, so a refused request
+            # does not burn a token that was good for another.
+            await self._consume(token, now)
         return DeviceProof(
             "android",
             self.google.policy.package_name,
@@ -205,6 +334,43 @@ class InlineVerifier:
             None,
             tuple(result.reasons),
         )
+
+    async def _consume(self, token: str, now: datetime) -> None:
+        assert self.google is not None
+        # Remembered at least as long as the token could still pass the freshness check
+        # (issued up to the skew ahead of us, then good for max_age), whatever the window.
+        policy = self.google.policy
+        fresh_for = timedelta(seconds=policy.max_age_seconds + policy.clock_skew_seconds)
+        expires = now + max(self.play_replay_window, fresh_for)
+        if not await self.store.consume_token_id(_play_token_id(token), expires, now):
+            raise _refused(Code.TOKEN_CONSUMED, "this Play Integrity token was used before", 409)
+
+    async def _decode(self, token: str, now: datetime, hash_of_body: str) -> PolicyResult:
+        """Google's decode API and the policy, on the background loop (see the class)."""
+        assert self.google is not None
+        checked = self.google.verify(token, now=now, request_hash=hash_of_body)
+        try:
+            return await self._background.run_async(checked, self.timeout)
+        except TimeoutError as exc:
+            raise GoogleVerificationError(
+                Reason.GOOGLE_API_UNAVAILABLE,
+                f"decodeIntegrityToken gave no answer within {self.timeout} s",
+            ) from exc
+
+
+def _require_compact_jwe(token: str) -> None:
+    """Refuse (``google.malformed``) what is not five base64url segments under a JWE header
+    naming ``alg`` and ``enc``: Google's API would refuse it too, after a call."""
+    header = read_jwe_header(token)  # length, ASCII, five parts, a JSON object header
+    if not isinstance(header.get("alg"), str) or not isinstance(header.get("enc"), str):
+        raise GoogleVerificationError(
+            Reason.GOOGLE_MALFORMED, "the token's JWE header names no alg and enc"
+        )
+    for segment in token.split("."):
+        if len(segment) % 4 == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
+            raise GoogleVerificationError(
+                Reason.GOOGLE_MALFORMED, "a segment of the token is not base64url"
+            )
 
 
 def _play_token_id(token: str) -> str:
@@ -232,6 +398,13 @@ _REASON_LABELS: dict[str, str] = {
     Code.DECISION_BLOCKED: "blocked",
     Code.TOKEN_LIMITED_DECISION: "limited",
     Code.STORE_UNAVAILABLE: "unverifiable",
+    # Google's API could not be asked (this server's reach, quota or credentials): the proof
+    # was not judged. A token Google refused to read (api_bad_request) is "invalid".
+    Reason.GOOGLE_API_UNAVAILABLE: "unverifiable",
+    Reason.GOOGLE_API_QUOTA_EXCEEDED: "unverifiable",
+    Reason.GOOGLE_API_UNAUTHORIZED: "unverifiable",
+    Reason.GOOGLE_API_PERMISSION_DENIED: "unverifiable",
+    Code.REQUEST_INVALID: "unreadable",
     Code.REQUEST_TOO_LARGE: "too_large",
     Reason.APPLE_COUNTER_INVALID: "replayed",
 }
@@ -261,7 +434,10 @@ class InlineVerdict(NamedTuple):
         return error_body(self.error)
 
     def headers(self) -> list[tuple[str, str]]:
-        return [("content-type", "application/json")]
+        extra = [("content-type", "application/json")]
+        if self.error is not None and self.error.status == 503:
+            extra.append(("retry-after", str(self.error.retry_after or RETRY_AFTER_SECONDS)))
+        return extra
 
 
 def proof_headers(get: Callable[[str], str | None]) -> dict[str, str]:
@@ -336,6 +512,12 @@ class InlineProtector:
         """The verdict for a body over ``max_body_bytes`` (413, in both modes)."""
         error = _refused(Code.REQUEST_TOO_LARGE, f"body over {self.max_body_bytes} bytes", 413)
         return self.conclude(route, policy, None, error)
+
+    def unreadable(self, policy: RoutePolicy, *, route: str, message: str) -> InlineVerdict:
+        """The verdict for a body something read before the check and did not keep (400
+        ``request.invalid``; a deployment error: ``message`` says which order fixes it)."""
+        logger.warning("the body of a request to %s was gone before its check: %s", route, message)
+        return self.conclude(route, policy, None, _refused(Code.REQUEST_INVALID, message, 400))
 
     def conclude(
         self,

@@ -2,12 +2,14 @@
 
 Device APIs return standard base64, some clients re-encode as base64url or hex;
 these helpers normalise all of them so that two spellings of one value compare equal.
+JOSE's strict base64url and its compact JSON (app tokens, Play Integrity tokens) are here too.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 
 import pybase64
@@ -77,6 +79,24 @@ def b64url_decode_strict(segment: bytes) -> bytes:
         return pybase64.b64decode(segment + _JOSE_PADDING[size % 4], b"-_", True)
     except binascii.Error as exc:
         raise EncodingError(f"not base64url: {exc}") from exc
+
+
+_decode_json = json.JSONDecoder().raw_decode
+
+
+def json_document(data: bytes) -> object:
+    """``json.loads`` of UTF-8 bytes, faster for the compact JSON that JOSE signs (on the hot
+    paths of app tokens and Play tokens): ``raw_decode`` without ``loads``' two whitespace
+    scans, and ``loads`` itself whenever that is not the whole story. Raises what ``loads``
+    raises: ``ValueError`` (bad JSON or UTF-8) or ``RecursionError`` (nesting)."""
+    text = data.decode("utf-8")
+    try:
+        value, end = _decode_json(text)
+    except ValueError:
+        end = -1
+    if end != len(text):
+        value = json.loads(text)
+    return value
 
 
 def b64url_encode(data: bytes) -> str:

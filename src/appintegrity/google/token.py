@@ -13,7 +13,6 @@ also an interoperability check against an independent implementation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,7 +24,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
-from appintegrity.encoding import EncodingError, b64decode_lenient, b64url_decode_strict
+from appintegrity.encoding import (
+    EncodingError,
+    b64decode_lenient,
+    b64url_decode_strict,
+    json_document,
+)
 from appintegrity.errors import ConfigError, GoogleVerificationError, Reason
 
 __all__ = ["MAX_TOKEN_LENGTH", "PlayIntegrityKeys", "decode_token_locally", "read_jwe_header"]
@@ -91,20 +95,9 @@ def _unb64(segment: bytes, what: str) -> bytes:
         raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not base64url") from exc
 
 
-_decode_json = json.JSONDecoder().raw_decode
-
-
 def _json_object(data: bytes, what: str) -> dict[str, object]:
     try:
-        text = data.decode("utf-8")
-        # json.loads without its two whitespace scans (Play's JSON has none around the
-        # object): raw_decode, and the general path whenever that is not the whole story.
-        try:
-            value, end = _decode_json(text)
-        except ValueError:
-            end = -1
-        if end != len(text):
-            value = json.loads(text)
+        value = json_document(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
         raise _fail(Reason.GOOGLE_MALFORMED, f"the {what} is not JSON") from exc
     if not isinstance(value, dict):

@@ -9,7 +9,6 @@ trusted, and then ``iss``, ``aud``, ``exp``, ``iat`` and ``nbf`` are checked wit
 from __future__ import annotations
 
 import binascii
-import json
 import math
 import threading
 import time
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from appintegrity.encoding import b64url_decode_strict
+from appintegrity.encoding import b64url_decode_strict, json_document
 from appintegrity.errors import Code, ServiceError
 from appintegrity.tokens.signing import ALGORITHM
 
@@ -93,20 +92,9 @@ def _b64url(part: str) -> bytes:
     return b64url_decode_strict(part.encode("ascii"))
 
 
-_decode_json = json.JSONDecoder().raw_decode
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, object]:
     try:
-        text = raw.decode("utf-8")
-        # json.loads without its two whitespace scans (what our issuer signs has none):
-        # raw_decode, and the general path whenever that is not the whole story.
-        try:
-            value, end = _decode_json(text)
-        except ValueError:
-            end = -1
-        if end != len(text):
-            value = json.loads(text)
+        value = json_document(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         # The header is parsed before the signature is checked: a deeply nested one from
         # anybody must end as token.invalid, not as a RecursionError (a 500).

@@ -20,7 +20,14 @@ import httpx
 
 from appintegrity.errors import VerificationError
 
-__all__ = ["MAX_RETRY_AFTER", "RetryPolicy", "Retryable", "retry_after", "send_with_retries"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "RetryPolicy",
+    "Retryable",
+    "post_once",
+    "retry_after",
+    "send_with_retries",
+]
 
 MAX_RETRY_AFTER = 30.0
 """A server's ``Retry-After`` is honoured up to this many seconds, never longer."""
@@ -59,6 +66,28 @@ class Retryable(Exception):
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
+
+
+async def post_once(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    what: str,
+    unavailable: Callable[[str], VerificationError],
+    timeout: float,
+    **request: object,
+) -> httpx.Response:
+    """One POST of an attempt: a timeout, a transport failure or an answer that cannot be read
+    (e.g. a body its Content-Encoding does not decode: a broken proxy) is ``Retryable``,
+    carrying ``unavailable(message)``; ``what`` names the call in that message."""
+    try:
+        return await client.post(url, timeout=timeout, **request)  # type: ignore[arg-type]
+    except httpx.TimeoutException as exc:
+        raise Retryable(unavailable(f"{what} timed out after {timeout} s")) from exc
+    except httpx.TransportError as exc:
+        raise Retryable(unavailable(f"{what} unreachable: {type(exc).__name__}")) from exc
+    except httpx.HTTPError as exc:
+        raise Retryable(unavailable(f"{what} answer unreadable: {type(exc).__name__}")) from exc
 
 
 def retry_after(response: httpx.Response) -> float | None:

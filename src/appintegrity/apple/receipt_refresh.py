@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Literal
 
@@ -26,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from appintegrity.encoding import EncodingError, b64_encode, b64decode_lenient
 from appintegrity.errors import AppleVerificationError, Reason
-from appintegrity.http_retry import Retryable, RetryPolicy, retry_after, send_with_retries
+from appintegrity.http_retry import (
+    Retryable,
+    RetryPolicy,
+    post_once,
+    retry_after,
+    send_with_retries,
+)
 
 __all__ = [
     "DEVELOPMENT_BASE_URL",
@@ -122,31 +129,15 @@ class ReceiptRefreshClient:
         return await send_with_retries(lambda: self._attempt(body, headers), self._retry)
 
     async def _attempt(self, body: bytes, headers: dict[str, str]) -> RefreshResult:
-        try:
-            response = await self._client().post(
-                self._url, content=body, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException as exc:
-            raise Retryable(
-                _error(
-                    Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
-                    f"receipt refresh timed out after {self._timeout} s",
-                )
-            ) from exc
-        except httpx.TransportError as exc:
-            raise Retryable(
-                _error(
-                    Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
-                    f"receipt refresh server unreachable: {type(exc).__name__}",
-                )
-            ) from exc
-        except httpx.HTTPError as exc:  # e.g. a body that does not decode (a broken proxy)
-            raise Retryable(
-                _error(
-                    Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE,
-                    f"receipt refresh answer unreadable: {type(exc).__name__}",
-                )
-            ) from exc
+        response = await post_once(
+            self._client(),
+            self._url,
+            what="receipt refresh",
+            unavailable=partial(_error, Reason.APPLE_RECEIPT_REFRESH_UNAVAILABLE),
+            timeout=self._timeout,
+            content=body,
+            headers=headers,
+        )
         status = response.status_code
         if status == 200:
             return RefreshResult("updated", self._new_receipt(response))

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +26,13 @@ from google.auth.transport.requests import Request as AuthRequest
 from google.oauth2 import service_account
 
 from appintegrity.errors import GoogleVerificationError, Reason
-from appintegrity.http_retry import Retryable, RetryPolicy, retry_after, send_with_retries
+from appintegrity.http_retry import (
+    Retryable,
+    RetryPolicy,
+    post_once,
+    retry_after,
+    send_with_retries,
+)
 
 __all__ = ["PLAY_INTEGRITY_SCOPE", "GoogleApiDecoder"]
 
@@ -222,34 +229,15 @@ class GoogleApiDecoder:
 
     async def _attempt(self, url: str, token: str, *, rejected: str | None) -> dict[str, object]:
         access_token = await self._access_token(rejected=rejected)
-        try:
-            response = await self._client().post(
-                url,
-                json={"integrityToken": token},
-                headers={"Authorization": f"Bearer {access_token}"},
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise Retryable(
-                GoogleVerificationError(
-                    Reason.GOOGLE_API_UNAVAILABLE,
-                    f"decodeIntegrityToken timed out after {self._timeout} s",
-                )
-            ) from exc
-        except httpx.TransportError as exc:
-            raise Retryable(
-                GoogleVerificationError(
-                    Reason.GOOGLE_API_UNAVAILABLE,
-                    f"decodeIntegrityToken unreachable: {type(exc).__name__}",
-                )
-            ) from exc
-        except httpx.HTTPError as exc:  # e.g. a body that does not decode (a broken proxy)
-            raise Retryable(
-                GoogleVerificationError(
-                    Reason.GOOGLE_API_UNAVAILABLE,
-                    f"decodeIntegrityToken answer unreadable: {type(exc).__name__}",
-                )
-            ) from exc
+        response = await post_once(
+            self._client(),
+            url,
+            what="decodeIntegrityToken",
+            unavailable=partial(GoogleVerificationError, Reason.GOOGLE_API_UNAVAILABLE),
+            timeout=self._timeout,
+            json={"integrityToken": token},
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
         status = response.status_code
         if status == 200:
             return self._payload(response)

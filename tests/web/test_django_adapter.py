@@ -6,26 +6,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import django
 import pytest
-from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="test-only",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        DATABASES={},
-    )
-    django.setup()
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
 from django.views import View
+from django_support import configure_django
 from web_support import (
     AS_WSGI_TEXT,
     AUD,
@@ -44,6 +30,8 @@ from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import HttpJwks, build_jwks
 from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.django import protect
+
+configure_django(__name__)
 
 MIDDLEWARE = ["appintegrity.web.django.AppIntegrityMiddleware"]
 

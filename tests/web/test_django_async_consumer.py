@@ -11,31 +11,19 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import django
 import pytest
 import redis
-from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="test-only",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        DATABASES={},
-    )
-    django.setup()
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
+from django_support import configure_django
 from web_support import HEADER, SUBJECT, World
 
 from appintegrity.store import open_store
 from appintegrity.web import RoutePolicy, StoreTokenConsumer
 from appintegrity.web.django import protect
+
+configure_django(__name__)
 
 pytestmark = pytest.mark.redis
 

@@ -7,31 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import django
 import pytest
-from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="test-only",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        DATABASES={},
-    )
-    django.setup()
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path
+from django_support import configure_django
 from inline_support import Rig
 from web_support import HEADER, World
 
 from appintegrity.errors import ConfigError
 from appintegrity.web import Protector, RoutePolicy
 from appintegrity.web.django import configured, protect
+
+configure_django(__name__)
 
 
 def view(request: HttpRequest) -> HttpResponse:

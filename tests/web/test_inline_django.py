@@ -9,31 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="test-only",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        DATABASES={},
-    )
-    django.setup()
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
+from django_support import configure_django
 from inline_support import BODY, CASES, MAX_BODY, ROUTES, Case, Rig, run_case
 
 from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.django import protect
 from appintegrity.web.inline import DeviceProof, InlineVerifier
 from appintegrity.web.metrics import default_metrics
+
+configure_django(__name__)
 
 MIDDLEWARE = ["appintegrity.web.django.AppIntegrityMiddleware"]
 SETTINGS_VERIFIER: InlineVerifier | None = None  # for the dotted-path configuration test

@@ -14,27 +14,13 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import django
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="test-only",
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-        DATABASES={},
-    )
-    django.setup()
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.test.client import encode_multipart
 from django.urls import path
+from django_support import configure_django
 from flask import Flask, g, request
 from inline_support import ANDROID_APP, BODY, IOS_APP, Rig
 from prometheus_client import CollectorRegistry
@@ -62,6 +48,8 @@ from appintegrity.web.inline import (
     InlineMiddleware,
     InlineVerifier,
 )
+
+configure_django(__name__)
 
 _SERVICE_ACCOUNT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

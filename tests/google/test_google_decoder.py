@@ -260,11 +260,18 @@ def test_unreachable_google_is_unavailable(account: dict[str, str]) -> None:
     assert caught.value.reason == "google.api_unavailable"
 
 
-class TokenEndpoint:
-    """An OAuth token endpoint on loopback that answers ``status`` with an OAuth error body or,
-    with ``status=None``, reads each request and never answers (it hangs up after ``hold`` s)."""
+class LoopbackEndpoint:
+    """A POST endpoint on loopback that counts and reads each request, then answers ``answer``
+    (status, headers, body) or, with ``answer=None``, never answers (it hangs up after ``hold`` s).
+    """
 
-    def __init__(self, status: int | None, *, hold: float = 10.0) -> None:
+    def __init__(
+        self,
+        answer: tuple[int, dict[str, str], bytes] | None,
+        *,
+        path: str = "",
+        hold: float = 10.0,
+    ) -> None:
         self.requests = 0
         released = self.released = threading.Event()
         endpoint = self
@@ -278,13 +285,14 @@ class TokenEndpoint:
             def do_POST(self) -> None:
                 endpoint.requests += 1
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if status is None:
+                if answer is None:
                     released.wait(hold)
                     self.close_connection = True
                     return
-                body = b'{"error": "internal_failure"}'
+                status, headers, body = answer
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -292,7 +300,7 @@ class TokenEndpoint:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
     def close(self) -> None:
         self.released.set()
@@ -301,14 +309,15 @@ class TokenEndpoint:
 
 
 @pytest.fixture
-def silent_token_endpoint() -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint(None)
+def silent_token_endpoint() -> Iterator[LoopbackEndpoint]:
+    """An OAuth token endpoint that reads each request and never answers."""
+    endpoint = LoopbackEndpoint(None, path="/token")
     yield endpoint
     endpoint.close()
 
 
 def test_access_token_refresh_keeps_to_the_decoder_timeout(
-    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: LoopbackEndpoint
 ) -> None:
     started = time.monotonic()
     found = reason(
@@ -325,7 +334,7 @@ def test_access_token_refresh_keeps_to_the_decoder_timeout(
 
 
 def test_calls_waiting_on_a_failing_refresh_share_its_failure(
-    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: LoopbackEndpoint
 ) -> None:
     async def run() -> list[BaseException | dict[str, object]]:
         async with GoogleApiDecoder(
@@ -347,7 +356,7 @@ def test_calls_waiting_on_a_failing_refresh_share_its_failure(
 
 
 def test_token_endpoint_that_times_out_is_retried(
-    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: TokenEndpoint
+    google: FakeGoogleServer, account: dict[str, str], silent_token_endpoint: LoopbackEndpoint
 ) -> None:
     found = reason(
         google, {**account, "token_uri": silent_token_endpoint.url}, "x", timeout=0.3, retries=1
@@ -389,45 +398,19 @@ def test_decoder_needs_exactly_one_credential_source(account: dict[str, str]) ->
         GoogleApiDecoder(service_account_info=account, service_account_file="x.json")
 
 
-class _CorruptGzipEndpoint:
-    """A decodeIntegrityToken stand-in that answers 200 with a body its Content-Encoding
-    cannot decode (what a broken egress proxy produces)."""
-
-    def __init__(self) -> None:
-        endpoint = self
-        self.requests = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def do_POST(self) -> None:
-                endpoint.requests += 1
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = b"this is not gzip"
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Encoding", "gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+# A decodeIntegrityToken stand-in's answer: 200 with a body its Content-Encoding cannot decode
+# (what a broken egress proxy produces).
+CORRUPT_GZIP = (
+    200,
+    {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    b"this is not gzip",
+)
 
 
 def test_an_answer_whose_body_does_not_decode_is_api_unavailable(
     account: dict[str, str], device: SoftwareAndroidDevice
 ) -> None:
-    endpoint = _CorruptGzipEndpoint()
+    endpoint = LoopbackEndpoint(CORRUPT_GZIP)
     token = device.request_integrity_token(nonce="n" * 24, now=NOW)
 
     async def run() -> None:

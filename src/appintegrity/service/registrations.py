@@ -88,17 +88,8 @@ async def register(
                 Reason.APPLE_RECEIPT_INVALID,
                 f"this app requires a valid receipt: {receipt.message}",
             )
-        record = DeviceKey(
-            key_id=key_id,
-            app_id=attested.app_id,
-            platform="ios",
-            public_key=attested.public_key,
-            counter=0,
-            environment=str(attested.environment),
-            receipt=receipt.receipt,
-            risk_metric=receipt.risk_metric,
-            created_at=now,
-            last_seen_at=now,
+        record = DeviceKey.registered(
+            attested, now, receipt=receipt.receipt, risk_metric=receipt.risk_metric
         )
         if not await service.store.add_key(record):
             raise service_error(Code.KEY_EXISTS, "this key is already registered")

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from appintegrity.apple.attestation import AttestedKey
 
 
 class ChallengeOutcome(StrEnum):
@@ -64,6 +67,30 @@ class DeviceKey:
     last_seen_at: datetime
     revoked_at: datetime | None = None
     receipt_updated_at: datetime | None = None
+
+    @classmethod
+    def registered(
+        cls,
+        attested: AttestedKey,
+        now: datetime,
+        *,
+        receipt: bytes | None,
+        risk_metric: int | None,
+    ) -> DeviceKey:
+        """The record of a key that has just passed attestation: under its canonical id, with
+        counter 0 and what Apple's steps found (the service and inline mode both store this)."""
+        return cls(
+            key_id=attested.key_id_b64,
+            app_id=attested.app_id,
+            platform="ios",
+            public_key=attested.public_key,
+            counter=0,
+            environment=str(attested.environment),
+            receipt=receipt,
+            risk_metric=risk_metric,
+            created_at=now,
+            last_seen_at=now,
+        )
 
 
 def receipt_updated_at(key: DeviceKey) -> datetime | None:

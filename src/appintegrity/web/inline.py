@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from appintegrity.apple import AppAttestVerifier
 from appintegrity.encoding import (
     EncodingError,
     b64_encode,
     b64decode_lenient,
+    b64url_decode_strict,
     b64url_encode,
     normalize_key_id,
 )
@@ -67,6 +67,7 @@ PLAY_INTEGRITY_HEADER = "X-Play-Integrity-Token"
 INLINE_HEADERS = (KEY_ID_HEADER, ASSERTION_HEADER, PLAY_INTEGRITY_HEADER)
 MAX_BODY_BYTES = 1 << 20
 logger = logging.getLogger("appintegrity.web.inline")
+T = TypeVar("T")
 # Google's decode API failing on this server's side (its reach, quota, credentials, project
 # link) or refusing to read a token: the status and the fixed message the client gets; Google's
 # and google-auth's own words go to the log. The service answers the same
@@ -91,7 +92,6 @@ _GOOGLE_API_FAILURES: dict[str, tuple[int, str]] = {
     Reason.GOOGLE_API_BAD_REQUEST: (400, "Google could not read this Play Integrity token"),
 }
 RETRY_AFTER_SECONDS = 5  # on a 503: the store or Google's API could not answer
-_BASE64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _NOT_FOR_THIS_REQUEST = frozenset(
     {
         Reason.GOOGLE_REQUEST_HASH_MISMATCH,
@@ -184,10 +184,14 @@ class InlineVerifier:
 
     def verify_blocking(self, headers: Mapping[str, str], body: bytes) -> DeviceProof:
         """``verify`` from blocking code, on this verifier's background loop."""
+        return self._blocking(self.verify(headers, body), "the device proof could not be checked")
+
+    def _blocking(self, work: Coroutine[Any, Any, T], what: str) -> T:
+        """``work`` on the background loop within ``timeout``; past it, fail closed (503)."""
         try:
-            return self._background.run(self.verify(headers, body), self.timeout)
+            return self._background.run(work, self.timeout)
         except TimeoutError as exc:
-            raise StoreUnavailableError("the device proof could not be checked in time") from exc
+            raise StoreUnavailableError(f"{what} in time") from exc
 
     async def register(
         self,
@@ -227,17 +231,8 @@ class InlineVerifier:
             )
         except VerificationError as error:
             raise _refusal_for(error) from error
-        record = DeviceKey(
-            key_id=canonical,
-            app_id=attested.app_id,
-            platform="ios",
-            public_key=attested.public_key,
-            counter=0,
-            environment=str(attested.environment),
-            receipt=attested.receipt or None,
-            risk_metric=None,
-            created_at=moment,
-            last_seen_at=moment,
+        record = DeviceKey.registered(
+            attested, moment, receipt=attested.receipt or None, risk_metric=None
         )
         # Insert-if-absent: a second attestation of a key must not reset its counter.
         if not await self.store.add_key(record):
@@ -253,12 +248,9 @@ class InlineVerifier:
         now: datetime | None = None,
     ) -> DeviceKey:
         """``register`` from blocking code, on this verifier's background loop."""
-        try:
-            return self._background.run(
-                self.register(attestation, key_id, challenge, now=now), self.timeout
-            )
-        except TimeoutError as exc:
-            raise StoreUnavailableError("the key could not be stored in time") from exc
+        return self._blocking(
+            self.register(attestation, key_id, challenge, now=now), "the key could not be stored"
+        )
 
     def close(self) -> None:
         """Stop the background loop (``verify_blocking``'s and the decoder's); the store stays
@@ -366,11 +358,15 @@ def _require_compact_jwe(token: str) -> None:
         raise GoogleVerificationError(
             Reason.GOOGLE_MALFORMED, "the token's JWE header names no alg and enc"
         )
-    for segment in token.split("."):
-        if len(segment) % 4 == 1 or not _BASE64URL_SEGMENT.fullmatch(segment):
+    for segment in token.split("."):  # ASCII: read_jwe_header checked it
+        try:
+            if not segment:
+                raise EncodingError("an empty segment")
+            b64url_decode_strict(segment.encode("ascii"))
+        except EncodingError as exc:
             raise GoogleVerificationError(
                 Reason.GOOGLE_MALFORMED, "a segment of the token is not base64url"
-            )
+            ) from exc
 
 
 def _play_token_id(token: str) -> str:

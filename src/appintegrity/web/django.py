@@ -40,7 +40,7 @@ from appintegrity.web.inline import (
     proof_headers,
 )
 from appintegrity.web.policy import DEFAULT_POLICY, Mode, RoutePolicy, RouteTable, route_table
-from appintegrity.web.protector import Protector, Verdict, header_bytes
+from appintegrity.web.protector import Protector, Verdict, bound_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 _POLICY_ATTRIBUTE = "app_integrity_policy"
@@ -130,8 +130,7 @@ def _inputs(
     request: HttpRequest, protector: Protector, policy: RoutePolicy
 ) -> tuple[str | None, bytes | None]:
     token = request.headers.get(protector.header)
-    bound = request.headers.get(policy.binding_header) if policy.binding_header else None
-    return (token.strip() if token else None), (header_bytes(bound) if bound is not None else None)
+    return (token.strip() if token else None), bound_value(policy, request.headers.get)
 
 
 def _inline_verdict(

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute
 
 from appintegrity.tokens import AppTokenClaims
 from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
-from appintegrity.web.protector import Protector, Verdict, header_bytes
+from appintegrity.web.protector import Protector, Verdict, bound_value
 
 
 class AppIntegrityRefused(HTTPException):
@@ -116,8 +116,7 @@ def require_app_token(
             checked = active
         route = request.scope.get("route")
         label = getattr(route, "path", None) or request.url.path
-        bound = request.headers.get(chosen.binding_header) if chosen.binding_header else None
-        binding_value = header_bytes(bound) if bound is not None else None
+        binding_value = bound_value(chosen, request.headers.get)
         verdict = await active.check_async(
             request.headers.get(active.header),
             chosen,

@@ -25,7 +25,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from appintegrity.web.inline import InlineProtector, InlineVerdict, proof_headers
 from appintegrity.web.policy import DEFAULT_POLICY, RoutePolicy
-from appintegrity.web.protector import Protector, header_bytes
+from appintegrity.web.protector import Protector, bound_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "app_integrity"
@@ -89,10 +89,7 @@ class AppIntegrity:
                         return Response(inline.body(), inline.status, inline.headers())
                     g.app_integrity = inline.proof
                     return view(*args, **kwargs)
-                bound = (
-                    request.headers.get(chosen.binding_header) if chosen.binding_header else None
-                )
-                binding_value = header_bytes(bound) if bound is not None else None
+                binding_value = bound_value(chosen, request.headers.get)
                 token = request.headers.get(protector.header)
                 verdict = protector.check(
                     token.strip() if token else None,

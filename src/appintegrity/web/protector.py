@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -52,6 +53,16 @@ _OUTCOME_OF_CODE: dict[str, Outcome] = {
     Code.TOKEN_CONSUMED: Outcome.CONSUMED,
     TOKEN_UNVERIFIABLE: Outcome.UNVERIFIABLE,
 }
+
+
+def bound_value(policy: RoutePolicy, header: Callable[[str], str | None]) -> bytes | None:
+    """The bytes of the header ``policy`` binds tokens to, as received (None when the policy
+    binds nothing or the request lacks the header); ``header`` looks a header up by name in a
+    framework's text headers (``request.headers.get``)."""
+    if not policy.binding_header:
+        return None
+    value = header(policy.binding_header)
+    return None if value is None else header_bytes(value)
 
 
 def header_bytes(value: str) -> bytes:

@@ -20,7 +20,7 @@ from appintegrity.web.inline import (
 )
 from appintegrity.web.metrics import WebMetrics
 from appintegrity.web.policy import Mode, RoutePolicy, RouteSpec, RouteTable, route_table
-from appintegrity.web.protector import Protector, Verdict, header_bytes
+from appintegrity.web.protector import Protector, Verdict, bound_value
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -66,8 +66,7 @@ class AppIntegrityWSGIMiddleware:
             return self.app(environ, start_response)
         route, policy = match
         token = environ.get(self._token_key)
-        bound = environ.get(environ_key(policy.binding_header)) if policy.binding_header else None
-        binding_value = header_bytes(bound) if bound is not None else None
+        binding_value = bound_value(policy, lambda name: environ.get(environ_key(name)))
         verdict = self.protector.check(
             token.strip() if token else None, policy, route=route, binding_value=binding_value
         )

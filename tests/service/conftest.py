@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from appintegrity.store import open_store
 from appintegrity.store.base import Store
 from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
 from appintegrity.testing.client import IntegrityClient
+from appintegrity.testing.fake_google import FakeGoogleServer
 from appintegrity.testing.ios import AppAttestCA, SoftwareIPhone
 
 IOS_APP = "ABCDE12345.com.example.app"
@@ -218,7 +221,13 @@ def start_service(
     raw = kit.raw_config(**server)
     raw["server"].setdefault("store", "sqlite:///service.db")
     raw["server"]["store"] = f"sqlite:///{directory / 'service.db'}"
-    config = kit.config(raw)
+    with running(kit, kit.config(raw), store=store) as service:
+        yield service
+
+
+@contextmanager
+def running(kit: Kit, config: ServiceConfig, *, store: Store | None = None) -> Iterator[Service]:
+    """``config`` served over real HTTP on loopback, with a clock the test may move."""
     clock = MutableClock()
     app = create_app(config, store=store, clock=clock)
     with (
@@ -233,6 +242,22 @@ def start_service(
             config=config,
             store_url=config.server.store,
         )
+
+
+def google_api_app(google: FakeGoogleServer, directory: Path, **extra: Any) -> dict[str, Any]:
+    """The Android app's config entry sending its tokens to ``google``'s decode API, with a
+    service account file written in ``directory``; ``extra`` adds or overrides members."""
+    account = directory / "service-account.json"
+    account.write_text(json.dumps(google.make_service_account()))
+    return {
+        "id": ANDROID_APP,
+        "platform": "android",
+        "service_account_file": str(account),
+        "google_api_base_url": google.url,
+        "google_token_uri": google.token_uri,
+        "certificate_digests": [CERT_DIGEST],
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from appintegrity.service import create_app
-from appintegrity.service.server import BackgroundServer
 from appintegrity.testing.client import ServiceRefusal
 
-from .conftest import ANDROID_APP, Kit, MutableClock, Service, error_of
+from .conftest import ANDROID_APP, Kit, Service, error_of, running
 
 LIMIT_APP = "com.example.limit"  # client_error_action = "limit"
 SPLIT_APP = "com.example.split"  # block, but retryable errors are limited
@@ -42,13 +39,8 @@ def service(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
         },
         {"id": MONITOR_APP, "platform": "android", "mode": "monitor", **keys},
     ]
-    config = kit.config(raw)
-    clock = MutableClock()
-    with (
-        BackgroundServer(create_app(config, clock=clock)) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
-    ):
-        yield Service(server.url, client, clock, kit, config, config.server.store)
+    with running(kit, kit.config(raw)) as service:
+        yield service
 
 
 def report(service: Service, code: object, app_id: str = ANDROID_APP, **extra: Any) -> Any:

@@ -12,14 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from appintegrity.service import create_app
-from appintegrity.service.server import BackgroundServer
 from appintegrity.testing.fake_google import FakeGoogleServer
 
-from .conftest import ANDROID_APP, CERT_DIGEST, Kit, MutableClock, Service, error_of
+from .conftest import ANDROID_APP, Kit, Service, error_of, google_api_app, running
 
 
 @pytest.fixture(scope="module")
@@ -27,27 +24,10 @@ def google_backed(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     directory: Path = tmp_path_factory.mktemp("google")
     with FakeGoogleServer() as google:
         google.register(ANDROID_APP, kit.play_keys)
-        account = directory / "service-account.json"
-        account.write_text(json.dumps(google.make_service_account()))
         raw = kit.raw_config()
         raw["server"]["store"] = f"sqlite:///{directory / 'google.db'}"
-        raw["apps"] = [
-            {
-                "id": ANDROID_APP,
-                "platform": "android",
-                "service_account_file": str(account),
-                "google_api_base_url": google.url,
-                "google_token_uri": google.token_uri,
-                "certificate_digests": [CERT_DIGEST],
-            }
-        ]
-        config = kit.config(raw)
-        clock = MutableClock()
-        with (
-            BackgroundServer(create_app(config, clock=clock)) as server,
-            httpx.Client(base_url=server.url, timeout=30) as client,
-        ):
-            service = Service(server.url, client, clock, kit, config, config.server.store)
+        raw["apps"] = [google_api_app(google, directory)]
+        with running(kit, kit.config(raw)) as service:
             service.google = google  # type: ignore[attr-defined]
             yield service
 

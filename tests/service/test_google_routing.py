@@ -4,19 +4,15 @@ real HTTP)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from appintegrity.service import create_app
-from appintegrity.service.server import BackgroundServer
 from appintegrity.testing.android import PlayIntegrityTestKeys, SoftwareAndroidDevice
 from appintegrity.testing.fake_google import FakeGoogleServer
 
-from .conftest import ANDROID_APP, CERT_DIGEST, Kit, MutableClock, Service, error_of
+from .conftest import ANDROID_APP, CERT_DIGEST, Kit, Service, error_of, google_api_app, running
 
 # Standard tokens are encrypted under keys only Google holds; the app's own keys are kit.play_keys.
 GOOGLE_MANAGED = PlayIntegrityTestKeys.generate()
@@ -34,29 +30,18 @@ def both_paths(
     kit: Kit, google: FakeGoogleServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     directory: Path = tmp_path_factory.mktemp("google-routing")
-    account = directory / "service-account.json"
-    account.write_text(json.dumps(google.make_service_account()))
     raw = kit.raw_config()
     raw["server"]["store"] = f"sqlite:///{directory / 'routing.db'}"
     raw["apps"] = [
-        {
-            "id": ANDROID_APP,
-            "platform": "android",
-            "decryption_key": kit.play_keys.decryption_key_b64,
-            "verification_key": kit.play_keys.verification_key_b64,
-            "service_account_file": str(account),
-            "google_api_base_url": google.url,
-            "google_token_uri": google.token_uri,
-            "certificate_digests": [CERT_DIGEST],
-        }
+        google_api_app(
+            google,
+            directory,
+            decryption_key=kit.play_keys.decryption_key_b64,
+            verification_key=kit.play_keys.verification_key_b64,
+        )
     ]
-    config = kit.config(raw)
-    clock = MutableClock()
-    with (
-        BackgroundServer(create_app(config, clock=clock)) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
-    ):
-        yield Service(server.url, client, clock, kit, config, config.server.store)
+    with running(kit, kit.config(raw)) as service:
+        yield service
 
 
 def google_managed_device() -> SoftwareAndroidDevice:

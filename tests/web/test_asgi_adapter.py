@@ -24,6 +24,7 @@ from web_support import (
     World,
     bound_to_utf8_header,
     check_case,
+    unreachable_jwks_world,
 )
 
 from appintegrity.testing.jwks import JwksServer
@@ -103,10 +104,7 @@ def test_unknown_kid_triggers_one_jwks_refresh_over_http(tmp_path: Path) -> None
 
 
 def test_unreachable_jwks_is_503_never_500(tmp_path: Path) -> None:
-    server = JwksServer()
-    server.fail = True
-    try:
-        world = World(tmp_path, jwks=HttpJwks(server.url))
+    with unreachable_jwks_world(tmp_path) as (world, _):
         response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "token.unverifiable"
@@ -114,9 +112,6 @@ def test_unreachable_jwks_is_503_never_500(tmp_path: Path) -> None:
         monitor = make_client(world.protector(Mode.MONITOR))
         assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
         assert world.metrics.count(reason="unverifiable") == 2
-        world.close()
-    finally:
-        server.close()
 
 
 def test_logs_say_why_and_never_carry_the_token(
@@ -273,15 +268,9 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
 def test_an_unreachable_jwks_is_named_in_the_log_not_in_the_answer(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = JwksServer()
-    server.fail = True
-    try:
-        world = World(tmp_path, jwks=HttpJwks(server.url))
+    with unreachable_jwks_world(tmp_path) as (world, server):
         with caplog.at_level(logging.WARNING, logger="appintegrity.tokens"):
             response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
         assert response.status_code == 503
         assert server.url not in response.text and "127.0.0.1" not in response.text
         assert any(server.url in record.getMessage() for record in caplog.records)
-        world.close()
-    finally:
-        server.close()

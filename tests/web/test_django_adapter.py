@@ -24,10 +24,10 @@ from web_support import (
     World,
     bound_to_utf8_header,
     check_case,
+    unreachable_jwks_world,
 )
 
-from appintegrity.testing.jwks import JwksServer
-from appintegrity.tokens import HttpJwks, build_jwks
+from appintegrity.tokens import build_jwks
 from appintegrity.web import Mode, RoutePolicy
 from appintegrity.web.django import protect
 
@@ -153,10 +153,7 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
 
 
 def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
-    server = JwksServer()
-    server.fail = True
-    try:
-        world = World(tmp_path, jwks=HttpJwks(server.url))
+    with unreachable_jwks_world(tmp_path) as (world, _):
         for client in client_for(world, Mode.ENFORCE):
             response = client.get("/plain", headers={HEADER: world.token()})
             assert (response.status_code, response.json()["error"]["code"]) == (
@@ -169,6 +166,3 @@ def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
             assert decorated.status_code == 503
         for client in client_for(world, Mode.MONITOR):
             assert client.get("/plain", headers={HEADER: world.token()}).status_code == 200
-        world.close()
-    finally:
-        server.close()

@@ -19,10 +19,10 @@ from web_support import (
     World,
     bound_to_utf8_header,
     check_case,
+    unreachable_jwks_world,
 )
 
-from appintegrity.testing.jwks import JwksServer
-from appintegrity.tokens import AppTokenClaims, HttpJwks
+from appintegrity.tokens import AppTokenClaims
 from appintegrity.web import Mode, Protector, RoutePolicy, StoreTokenConsumer
 from appintegrity.web.fastapi import install, require_app_token
 
@@ -175,10 +175,7 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
 
 
 def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
-    server = JwksServer()
-    server.fail = True
-    try:
-        world = World(tmp_path, jwks=HttpJwks(server.url))
+    with unreachable_jwks_world(tmp_path) as (world, _):
         response = make_client(world.protector()).get("/plain", headers={HEADER: world.token()})
         assert (response.status_code, response.json()["error"]["code"]) == (
             503,
@@ -187,6 +184,3 @@ def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
         assert response.headers["retry-after"] == "5"
         monitor = make_client(world.protector(Mode.MONITOR))
         assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
-        world.close()
-    finally:
-        server.close()

@@ -18,10 +18,9 @@ from web_support import (
     World,
     bound_to_utf8_header,
     check_case,
+    unreachable_jwks_world,
 )
 
-from appintegrity.testing.jwks import JwksServer
-from appintegrity.tokens import HttpJwks
 from appintegrity.web import Mode, Protector, RoutePolicy
 from appintegrity.web.flask import AppIntegrity
 
@@ -130,10 +129,7 @@ def test_a_bound_header_is_hashed_as_the_bytes_received(world: World) -> None:
 
 
 def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
-    server = JwksServer()
-    server.fail = True
-    try:
-        world = World(tmp_path, jwks=HttpJwks(server.url))
+    with unreachable_jwks_world(tmp_path) as (world, _):
         client = make_app(world.protector()).test_client()
         response = client.get("/plain", headers={HEADER: world.token()})
         assert (response.status_code, response.get_json()["error"]["code"]) == (
@@ -143,6 +139,3 @@ def test_an_unreachable_jwks_is_503_unverifiable(tmp_path: Path) -> None:
         assert response.headers["Retry-After"] == "5"
         monitor = make_app(world.protector(Mode.MONITOR)).test_client()
         assert monitor.get("/plain", headers={HEADER: world.token()}).status_code == 200
-        world.close()
-    finally:
-        server.close()

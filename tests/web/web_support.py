@@ -6,7 +6,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +16,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from appintegrity.store import open_store
+from appintegrity.testing.jwks import JwksServer
 from appintegrity.tokens import (
     AppTokenVerifier,
+    HttpJwks,
     JwksSource,
     SigningKey,
     StaticJwks,
@@ -89,6 +92,19 @@ class World:
 
     def close(self) -> None:
         asyncio.run(self.store.close())
+
+
+@contextmanager
+def unreachable_jwks_world(tmp_path: Path) -> Iterator[tuple[World, JwksServer]]:
+    """A world whose verifiers fetch their keys from a JWKS server on loopback that fails
+    every request (``server.fail``); both are closed on exit."""
+    with JwksServer() as server:
+        server.fail = True
+        world = World(tmp_path, jwks=HttpJwks(server.url))
+        try:
+            yield world, server
+        finally:
+            world.close()
 
 
 # An Authorization header as a client sends it, UTF-8 encoded; servers hand it over as bytes

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from werkzeug.test import TestResponse
 
 from appintegrity.encoding import b64_encode
 from appintegrity.errors import ServiceError
@@ -441,16 +442,21 @@ def _flask_form_app(rig: Rig, *, read_form_first: bool) -> Flask:
 FORM = b"item=gold&quantity=1"
 
 
-def test_flask_form_parsed_before_the_check_is_a_typed_refusal(rig: Rig) -> None:
-    # The form parser streams the body away without keeping it: get_data() gave b"", so the
-    # assertion was checked over an empty body (apple.signature_invalid).
-    client = _flask_form_app(rig, read_form_first=True).test_client()
-    response = client.post(
+def _post_form(rig: Rig, *, read_form_first: bool) -> TestResponse:
+    """``FORM`` posted to the Flask form app's /buy with an assertion over its bytes."""
+    client = _flask_form_app(rig, read_form_first=read_form_first).test_client()
+    return client.post(
         "/buy",
         data=FORM,
         content_type="application/x-www-form-urlencoded",
         headers=rig.assertion_headers(FORM),
     )
+
+
+def test_flask_form_parsed_before_the_check_is_a_typed_refusal(rig: Rig) -> None:
+    # The form parser streams the body away without keeping it: get_data() gave b"", so the
+    # assertion was checked over an empty body (apple.signature_invalid).
+    response = _post_form(rig, read_form_first=True)
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "request.invalid"
@@ -460,13 +466,7 @@ def test_flask_form_parsed_before_the_check_is_a_typed_refusal(rig: Rig) -> None
 
 
 def test_flask_form_verifies_when_nothing_read_it_first(rig: Rig) -> None:
-    client = _flask_form_app(rig, read_form_first=False).test_client()
-    response = client.post(
-        "/buy",
-        data=FORM,
-        content_type="application/x-www-form-urlencoded",
-        headers=rig.assertion_headers(FORM),
-    )
+    response = _post_form(rig, read_form_first=False)
     assert response.status_code == 200
     assert response.get_json() == {
         "platform": "ios",

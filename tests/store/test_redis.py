@@ -11,7 +11,7 @@ import redis
 
 from appintegrity.errors import ConfigError, StoreUnavailableError
 from appintegrity.store import ChallengeRecord, open_store
-from appintegrity.store.base import to_micros
+from appintegrity.store.base import Store, to_micros
 from appintegrity.store.redis import CHALLENGE_RETENTION, LAYOUT_VERSION, RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -93,6 +93,19 @@ async def test_layout_1_data_joins_the_receipt_refresh_index(
         await store.close()
 
 
+async def _consume_burst(
+    store: Store, prefix: str, count: int, now: datetime
+) -> list[bool | BaseException]:
+    """``count`` distinct token ids consumed all at once; each outcome, errors included."""
+    return await asyncio.gather(
+        *(
+            store.consume_token_id(f"{prefix}-{n}", now + timedelta(minutes=1), now)
+            for n in range(count)
+        ),
+        return_exceptions=True,
+    )
+
+
 async def test_a_burst_beyond_the_connection_limit_queues_instead_of_failing(
     redis_isolated: str,
 ) -> None:
@@ -102,24 +115,12 @@ async def test_a_burst_beyond_the_connection_limit_queues_instead_of_failing(
     assert isinstance(store, RedisStore)
     now = datetime.now(UTC)
     try:
-        results = await asyncio.gather(
-            *(
-                store.consume_token_id(f"burst-{n}", now + timedelta(minutes=1), now)
-                for n in range(200)
-            ),
-            return_exceptions=True,
-        )
+        results = await _consume_burst(store, "burst", 200, now)
         assert results == [True] * 200
         # The default limit (100) queues a burst over it too.
         default = open_store(redis_isolated)
         try:
-            results = await asyncio.gather(
-                *(
-                    default.consume_token_id(f"default-{n}", now + timedelta(minutes=1), now)
-                    for n in range(150)
-                ),
-                return_exceptions=True,
-            )
+            results = await _consume_burst(default, "default", 150, now)
             assert results == [True] * 150
         finally:
             await default.close()

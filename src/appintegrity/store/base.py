@@ -277,6 +277,12 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def check_list_limit(limit: int) -> None:
+    """Every backend refuses the same limits for ``list_keys`` (SQL and Redis differ on 0)."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
 def fixed_window(now: datetime, window_seconds: int) -> tuple[int, int]:
     """(window start in µs, seconds until it ends, at least 1) for a fixed-window rate limit."""
     if window_seconds <= 0:

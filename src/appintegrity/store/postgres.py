@@ -51,6 +51,7 @@ from appintegrity.store.base import (
     DeviceKey,
     RateLimitResult,
     SigningKeyRecord,
+    check_list_limit,
     fixed_window,
     to_micros,
 )
@@ -384,8 +385,7 @@ class PostgresStore:
         return count == 1
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        check_list_limit(limit)
         if app_id is None:
             rows = await self._fetchall(
                 SELECT_KEYS + " ORDER BY created_at DESC, seq DESC LIMIT %s", (limit,)

@@ -58,6 +58,7 @@ from appintegrity.store.base import (
     DeviceKey,
     RateLimitResult,
     SigningKeyRecord,
+    check_list_limit,
     fixed_window,
     from_micros,
     receipt_updated_at,
@@ -482,8 +483,7 @@ class RedisStore:
         return await self._script_int(self._revoke_key, keys, args) == 1
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        check_list_limit(limit)
         index = self._k("keys") if app_id is None else self._k("keys-by-app", app_id)
         async with self._guard():
             members = await self._client.zrevrange(index, 0, limit - 1)

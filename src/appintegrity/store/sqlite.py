@@ -39,6 +39,7 @@ from appintegrity.store.base import (
     DeviceKey,
     RateLimitResult,
     SigningKeyRecord,
+    check_list_limit,
     fixed_window,
     from_micros,
     to_micros,
@@ -339,8 +340,7 @@ class SQLiteStore:
         return await self._run(update)
 
     async def list_keys(self, app_id: str | None = None, limit: int = 1000) -> list[DeviceKey]:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+        check_list_limit(limit)
 
         def select(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if app_id is None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the service modules load only when a command runs
     from appintegrity.service.apps import Apps, IosApp
     from appintegrity.service.config import ServiceConfig
     from appintegrity.service.receipts import RefreshOutcome
+    from appintegrity.store.base import Store
 
 
 MAX_OLDER_THAN_HOURS = 100 * 365 * 24
@@ -117,7 +118,7 @@ async def _refresh(
     chosen: list[IosApp],
     key_id: str | None,
 ) -> int:
-    from appintegrity.service.receipts import ENDS_BATCH, refresh_key_receipt
+    from appintegrity.service.receipts import refresh_key_receipt
     from appintegrity.store import open_store
 
     store = open_store(config.server.store, config.server.cache)
@@ -135,32 +136,37 @@ async def _refresh(
             outcomes.append(await refresh_key_receipt(app, key, store, datetime.now(UTC)))
         else:
             for app in chosen:
-                now = datetime.now(UTC)
-                due = await store.keys_due_for_receipt_refresh(
-                    app.config.id, now - _age(args, app), args.limit
-                )
-                for index, key in enumerate(due):
-                    outcome = await refresh_key_receipt(app, key, store, datetime.now(UTC))
-                    outcomes.append(outcome)
-                    if outcome.reason in ENDS_BATCH:
-                        # Apple is down, rate-limiting, or refusing our key: every other
-                        # request would fail the same way (as the background refresher
-                        # knows); stop and let the next run take the rest.
-                        left = len(due) - index - 1
-                        print(
-                            f"stopped: {outcome.reason}; {left} more due receipt(s) of "
-                            f"{app.config.id} and any other app were not attempted",
-                            file=sys.stderr,
-                        )
-                        break
-                else:
-                    continue
-                break
+                if not await _refresh_due(args, app, store, outcomes):
+                    break
     finally:
         await apps.aclose()
         await store.close()
     _report(args, outcomes)
     return 1 if any(o.status in ("failed", "invalid") for o in outcomes) else 0
+
+
+async def _refresh_due(
+    args: argparse.Namespace, app: IosApp, store: Store, outcomes: list[RefreshOutcome]
+) -> bool:
+    """Refresh ``app``'s due receipts into ``outcomes``; False when Apple ended the run."""
+    from appintegrity.service.receipts import ENDS_BATCH, refresh_key_receipt
+
+    now = datetime.now(UTC)
+    due = await store.keys_due_for_receipt_refresh(app.config.id, now - _age(args, app), args.limit)
+    for index, key in enumerate(due):
+        outcome = await refresh_key_receipt(app, key, store, datetime.now(UTC))
+        outcomes.append(outcome)
+        if outcome.reason in ENDS_BATCH:
+            # Apple is down, rate-limiting, or refusing our key: every other request would
+            # fail the same way (as the background refresher knows); stop and let the next
+            # run take the rest.
+            print(
+                f"stopped: {outcome.reason}; {len(due) - index - 1} more due receipt(s) of "
+                f"{app.config.id} and any other app were not attempted",
+                file=sys.stderr,
+            )
+            return False
+    return True
 
 
 def _age(args: argparse.Namespace, app: IosApp) -> timedelta:

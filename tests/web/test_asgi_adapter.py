@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,13 +43,6 @@ def make_client(protector: Protector) -> TestClient:
         middleware=[Middleware(AppIntegrityMiddleware, protector=protector, routes=POLICIES)],
     )
     return TestClient(app)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)

@@ -6,7 +6,6 @@ import asyncio
 import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from web_support import AUD, ISS, SUBJECT, TokenVerifyServer, World
@@ -121,13 +120,6 @@ def test_limited_use_policy_without_a_consumer_is_refused_at_start_up(world: Wor
     protector.consumer = None
     with pytest.raises(ValueError):
         protector.validate(POST_ONLY)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.fixture

@@ -72,13 +72,6 @@ urlpatterns = [
 ROUTES = {p: policy for p, policy in POLICIES.items() if p not in ("/nodebug", "/limit-ok")}
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
-
-
 def client_for(world: World, mode: Mode) -> Iterator[Client]:
     options = {"PROTECTOR": world.protector(mode), "ROUTES": ROUTES}
     with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=MIDDLEWARE, APP_INTEGRITY=options):

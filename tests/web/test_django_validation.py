@@ -4,7 +4,6 @@ never left to pass requests they cannot honour."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ plain = protect()(view)
 
 # The decorated views sit one include() deep, as in most projects.
 urlpatterns = [path("api/", include([path("once", once), path("bound", bound)])), path("", plain)]
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.fixture

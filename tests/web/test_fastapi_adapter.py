@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: FastAPI must see the closures in Annotated[...].
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -47,13 +46,6 @@ def make_client(protector: Protector) -> TestClient:
 
         app.api_route(path, methods=["GET", "POST"])(route)
     return TestClient(app)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)

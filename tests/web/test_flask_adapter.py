@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,13 +37,6 @@ def make_app(protector: Protector) -> Flask:
         target = view if policy is None else integrity.protect(policy)(view)
         app.add_url_rule(path, endpoint, target, methods=["GET", "POST"])
     return app
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)

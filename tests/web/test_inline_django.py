@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,13 +54,6 @@ urlpatterns = [
     path("decorated", decorated_view),
     path("decorated-async", decorated_async_view),
 ]
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 def post(client: Client, path: str, headers: dict[str, str], body: bytes) -> Any:

@@ -4,8 +4,6 @@ modes; the ``DeviceProof`` on ``flask.g.app_integrity``."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask, g, jsonify, request
@@ -37,13 +35,6 @@ def make_app(protector: InlineProtector) -> Flask:
         target = view if policy is None else integrity.protect(policy)(view)
         app.add_url_rule(path, path.strip("/"), target, methods=["POST"])
     return app
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)

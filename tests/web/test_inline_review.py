@@ -56,13 +56,6 @@ _SERVICE_ACCOUNT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def google() -> Iterator[FakeGoogleServer]:
     with FakeGoogleServer() as server:
         yield server

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,13 +28,6 @@ from appintegrity.web.inline import (
 )
 
 OTHER_APP = "TEAM999999.com.example.other"
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 def _verify(rig: Rig, headers: dict[str, str], body: bytes = BODY) -> DeviceProof:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,13 +45,6 @@ def app_for(rig: Rig, mode: Mode) -> InlineWSGIMiddleware:
         metrics=rig.metrics,
         max_body_bytes=MAX_BODY,
     )
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
-    yield r
-    r.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,6 @@ def inner(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 
 def make_client(protector: Protector) -> Client:
     return Client(AppIntegrityWSGIMiddleware(inner, protector, routes=POLICIES))
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=str)
